@@ -1,0 +1,102 @@
+"""`gguf-runtime` command line: run | chat | inspect | convert | quantize | bench | serve.
+
+Every expected failure (bad file, unknown architecture, prompt too long, bad flag) ends as one
+line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .default_models import DEFAULT_MODELS
+from .errors import GGUFError
+
+MODEL_HELP = (f"GGUF file, or an embedded model name ({', '.join(DEFAULT_MODELS)}); "
+              f"default: gemma3-270m")
+
+
+def _add_generation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    p.add_argument("-n", "--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", "--temp", type=float, default=0.0,
+                   help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("-c", "--ctx-size", type=int, default=None,
+                   help="context length to allocate (default: min(model's, 4096))")
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print timings at the end")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gguf-runtime",
+                                     description="Run GGUF language models from disk.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="generate a continuation of a prompt")
+    _add_generation_flags(p)
+    p.add_argument("-p", "--prompt", default="The capital of France is")
+    p.add_argument("--chat-format", action="store_true",
+                   help="wrap the prompt as one user message with the model's chat template")
+
+    p = sub.add_parser("chat", help="interactive chat with history")
+    _add_generation_flags(p)
+    p.add_argument("--system", default=None, help="system prompt")
+
+    p = sub.add_parser("inspect", help="describe a GGUF file")
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, text in [("convert", "Hugging Face folder -> GGUF"),
+                       ("quantize", "requantize an F32/F16/BF16 GGUF"),
+                       ("bench", "benchmark against llama.cpp"),
+                       ("serve", "HTTP server")]:
+        p = sub.add_parser(name, help=f"{text} (not implemented yet)")
+        p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .default_models import resolve_model
+    from .describe import describe, format_description
+    from .gguf_file import open_gguf
+
+    t0 = time.perf_counter()
+    gf = open_gguf(resolve_model(args.model))
+    info = describe(gf)
+    info["open_seconds"] = round(time.perf_counter() - t0, 4)
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    return 0
+
+
+def cmd_not_implemented(args: argparse.Namespace) -> int:
+    raise GGUFError(f"'{args.command}' is not implemented yet; available: inspect, run, chat")
+
+
+COMMANDS = {"inspect": cmd_inspect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS.get(args.command, cmd_not_implemented)
+    try:
+        return handler(args)
+    except GGUFError as e:
+        print(f"gguf-runtime: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

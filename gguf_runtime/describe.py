@@ -1,0 +1,105 @@
+"""What is inside a GGUF and whether this runtime can run it (the data behind `inspect`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from quant import QuantError, get_format
+
+from .config import ModelConfig
+from .errors import GGUFError
+from .gguf_file import GGUFFile
+from .registry import detect
+
+
+def runnable_problem(gf: GGUFFile) -> str | None:
+    """None when the file can run here, else one line saying why not."""
+    try:
+        spec = detect(gf.metadata, str(gf.path))
+        config = ModelConfig.from_gguf(gf.metadata, str(gf.path), spec.swa_pattern)
+    except GGUFError as e:
+        return str(e)
+    if not spec.runnable:
+        return f"architecture {spec.name!r}: {spec.not_runnable_reason}"
+    if config.expert_count > 0 and not spec.moe:
+        return f"{spec.name} with {config.expert_count} experts: Mixture-of-Experts decoding " \
+               f"is not implemented yet"
+    for t in gf.tensors.values():
+        try:
+            get_format(t.qtype)
+        except QuantError as e:
+            return f"tensor {t.name!r}: {e}"
+    if "token_embd.weight" not in gf.tensors:
+        return "no token_embd.weight tensor (vocabulary-only file?)"
+    return None
+
+
+def describe(gf: GGUFFile) -> dict[str, Any]:
+    """Architecture, config, tokenizer, tensor-type histogram and runnability, as plain data."""
+    meta = gf.metadata
+    info: dict[str, Any] = {
+        "path": str(gf.path),
+        "gguf_version": gf.version,
+        "architecture": gf.architecture,
+        "name": meta.get("general.name"),
+        "file_bytes": gf.nbytes,
+    }
+    try:
+        spec = detect(meta, str(gf.path))
+        info["config"] = ModelConfig.from_gguf(meta, str(gf.path), spec.swa_pattern).as_dict()
+        info["rope_style"] = spec.rope_style
+    except GGUFError as e:
+        info["config"] = None
+        info["config_error"] = str(e)
+    tokens = meta.get("tokenizer.ggml.tokens")
+    info["tokenizer"] = {
+        "model": meta.get("tokenizer.ggml.model"),
+        "pre": meta.get("tokenizer.ggml.pre"),
+        "vocab_size": len(tokens) if isinstance(tokens, list) else 0,
+        "chat_template": isinstance(meta.get("tokenizer.chat_template"), str),
+    }
+    by_type: Counter = Counter()
+    bytes_by_type: Counter = Counter()
+    for t in gf.tensors.values():
+        by_type[t.qtype.name] += 1
+        bytes_by_type[t.qtype.name] += t.nbytes
+    info["tensor_count"] = len(gf.tensors)
+    info["tensor_types"] = {k: {"count": by_type[k], "bytes": bytes_by_type[k]}
+                            for k in sorted(by_type, key=lambda k: -bytes_by_type[k])}
+    info["tensor_bytes"] = sum(bytes_by_type.values())
+    info["parameters"] = sum(t.n_elements for t in gf.tensors.values())
+    problem = runnable_problem(gf)
+    info["runnable"] = problem is None
+    if problem:
+        info["not_runnable_reason"] = problem
+    return info
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def format_description(info: dict[str, Any]) -> str:
+    """Human-readable text of `describe`'s result."""
+    lines = [f"file:          {info['path']} (GGUF v{info['gguf_version']}, "
+             f"{_mib(info['file_bytes'])})",
+             f"name:          {info.get('name')}",
+             f"architecture:  {info['architecture']}"]
+    if info.get("config"):
+        lines.append("config:")
+        for k, v in info["config"].items():
+            if v not in (0, 0.0, False, [], None) or k in ("sliding_window",):
+                lines.append(f"  {k:32s} {v}")
+    else:
+        lines.append(f"config:        unavailable: {info.get('config_error')}")
+    tok = info["tokenizer"]
+    lines.append(f"tokenizer:     {tok['model']} (pre: {tok['pre']}), vocab {tok['vocab_size']:,}, "
+                 f"chat template: {'yes' if tok['chat_template'] else 'no'}")
+    lines.append(f"tensors:       {info['tensor_count']} ({info['parameters']:,} parameters, "
+                 f"{_mib(info['tensor_bytes'])})")
+    for name, row in info["tensor_types"].items():
+        lines.append(f"  {name:8s} {row['count']:5d} tensors  {_mib(row['bytes']):>14s}")
+    verdict = "yes" if info["runnable"] else f"no: {info['not_runnable_reason']}"
+    lines.append(f"runnable:      {verdict}")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""general.architecture -> ArchSpec: what the file does not say but the architecture implies.
+
+Everything a file states (head counts, norms present, biases present, tied output) is read from
+the file; an ArchSpec only carries what llama.cpp hard-codes per architecture: RoPE ordering
+("norm" rotates adjacent pairs, "neox" rotates the two halves), Gemma's sqrt(n_embd) embedding
+scale, the FFN activation, the default sliding-window period, and whether this runtime runs it yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UnsupportedError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    rope_style: str = "norm"          # "norm" (llama: interleaved pairs) | "neox" (halves)
+    activation: str = "silu"          # gated FFN: silu (SwiGLU) | gelu (GeGLU, tanh approx)
+    embed_scale_sqrt: bool = False    # gemma family: x = embd(tok) * sqrt(n_embd)
+    swa_pattern: int = 0              # llama.cpp's default sliding-window period
+    moe: bool = False
+    runnable: bool = True
+    not_runnable_reason: str = ""
+
+
+_MOE_PENDING = "Mixture-of-Experts decoding is not implemented yet"
+
+ARCHITECTURES: dict[str, ArchSpec] = {a.name: a for a in [
+    ArchSpec("llama"),
+    ArchSpec("granite"),
+    ArchSpec("qwen2", rope_style="neox"),
+    ArchSpec("qwen3", rope_style="neox"),
+    ArchSpec("phi3", rope_style="neox"),
+    ArchSpec("gemma", rope_style="neox", activation="gelu", embed_scale_sqrt=True),
+    ArchSpec("gemma2", rope_style="neox", activation="gelu", embed_scale_sqrt=True,
+             swa_pattern=2),
+    ArchSpec("gemma3", rope_style="neox", activation="gelu", embed_scale_sqrt=True,
+             swa_pattern=6),
+    ArchSpec("qwen2moe", rope_style="neox", moe=True, runnable=False,
+             not_runnable_reason=_MOE_PENDING),
+    ArchSpec("qwen3moe", rope_style="neox", moe=True, runnable=False,
+             not_runnable_reason=_MOE_PENDING),
+    ArchSpec("olmoe", rope_style="neox", moe=True, runnable=False,
+             not_runnable_reason=_MOE_PENDING),
+    ArchSpec("granitemoe", moe=True, runnable=False, not_runnable_reason=_MOE_PENDING),
+    ArchSpec("deepseek2", moe=True, runnable=False,
+             not_runnable_reason=_MOE_PENDING + " (nor multi-head latent attention)"),
+]}
+
+# Names some converters write for the same graph.
+ALIASES = {"mistral": "llama", "smollm": "llama", "falcon3": "llama"}
+
+
+def supported_architectures() -> list[str]:
+    return sorted(ARCHITECTURES)
+
+
+def detect(metadata: dict, source: str = "<metadata>") -> ArchSpec:
+    """The ArchSpec for `general.architecture`; UnsupportedError listing the known ones."""
+    name = metadata.get("general.architecture")
+    name = ALIASES.get(name, name)
+    spec = ARCHITECTURES.get(name)
+    if spec is None:
+        raise UnsupportedError(f"{source}: unknown architecture {name!r}; supported: "
+                               f"{', '.join(supported_architectures())}")
+    return spec
