@@ -70,9 +70,8 @@ class TensorInfo:
 
     def qtensor(self):
         """The tensor as a `quant.QTensor` (still the raw blocks, still no copy)."""
-        import torch
         from quant import QTensor
-        return QTensor(torch.from_numpy(self.data), self.qtype, self.shape)
+        return QTensor(self.data, self.qtype, self.shape)
 
 
 class _Cursor:

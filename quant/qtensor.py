@@ -91,6 +91,15 @@ class QTensor:
         blocks = self.row_bytes(start, stop).view(-1, fmt.type_size)
         return fmt.dequantize_blocks(blocks).view(stop - start, self.n_cols)
 
+    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows at integer indices `rows` (of the flattened (R, C) view) as float32 (len(rows), C).
+
+        Copies and dequantizes only those rows' bytes (an embedding lookup).
+        """
+        fmt = self.format
+        raw = self.data.view(self.n_rows, self.row_nbytes)[rows.reshape(-1)]  # (n, row bytes)
+        return fmt.dequantize_blocks(raw.reshape(-1, fmt.type_size)).view(-1, self.n_cols)
+
     def dequantize(self) -> torch.Tensor:
         """The whole tensor as a fresh float32 tensor of `shape`, bit-exact with gguf.quants."""
         step = max(1, CHUNK_WEIGHTS // max(1, self.n_cols))

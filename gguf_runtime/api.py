@@ -1,0 +1,247 @@
+"""Python API: `load(path) -> Model` with tokenize / detokenize / logits / generate / chat."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .chat import render_chat, validate_messages
+from .config import ModelConfig
+from .default_models import resolve_model
+from .describe import runnable_problem
+from .errors import ModelInputError, UnsupportedError
+from .generate import Step, generate_tokens, prefill
+from .gguf_file import open_gguf
+from .kv_cache import KVCache
+from .registry import detect
+from .sampling import SamplingParams
+from .tokenizer import Tokenizer
+from .transformer import Transformer
+
+DEFAULT_MAX_CTX = 4096
+
+
+@dataclass
+class Timings:
+    load_s: float = 0.0
+    prompt_tokens: int = 0
+    prefill_s: float = 0.0
+    generated_tokens: int = 0
+    decode_s: float = 0.0
+
+    def summary(self) -> str:
+        pre = self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+        dec = (self.generated_tokens - 1) / self.decode_s if self.decode_s else 0.0
+        return (f"load {self.load_s:.2f} s | prefill {self.prompt_tokens} tok at {pre:.1f} tok/s"
+                f" | decode {self.generated_tokens} tok at {dec:.1f} tok/s")
+
+
+@dataclass
+class Completion:
+    """What `generate(..., stream=False)` returns when `details=True`."""
+
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str = "length"          # "eos" | "stop" | "length"
+
+
+class Model:
+    """A loaded GGUF model. Create with `gguf_runtime.load`."""
+
+    def __init__(self, path, n_ctx: int | None = None, threads: int | None = None):
+        t0 = time.perf_counter()
+        if threads:
+            torch.set_num_threads(threads)
+            _set_kernel_threads(threads)
+        self.path = resolve_model(None if path is None else os.fspath(path))
+        self.gguf = open_gguf(self.path)
+        problem = runnable_problem(self.gguf)
+        if problem:
+            raise UnsupportedError(f"{self.path}: cannot run: {problem}")
+        self.spec = detect(self.gguf.metadata, str(self.path))
+        self.config = ModelConfig.from_gguf(self.gguf.metadata, str(self.path),
+                                            self.spec.swa_pattern)
+        self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata, str(self.path))
+        self.transformer = Transformer(self.gguf, self.config, self.spec)
+        self.n_ctx = min(n_ctx or min(self.config.context_length, DEFAULT_MAX_CTX),
+                         self.config.context_length)
+        if self.n_ctx <= 0:
+            raise ModelInputError(f"n_ctx must be positive, got {n_ctx}")
+        self._cache: KVCache | None = None
+        self._cached_ids: list[int] = []
+        self.timings = Timings(load_s=time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ text <-> ids
+    @property
+    def architecture(self) -> str:
+        return self.config.architecture
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    # ------------------------------------------------------------------ forward
+    def _new_cache(self, n_ctx: int) -> KVCache:
+        c = self.config
+        return KVCache(n_ctx, c.head_count_kv, c.key_length, c.value_length)
+
+    @torch.inference_mode()
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """float32 (len(ids), n_vocab): next-token logits at every position of one fresh sequence."""
+        ids = self._check_ids(ids)
+        cache = self._new_cache(len(ids))
+        return prefill(self.transformer, ids, cache, all_logits=True)
+
+    def _check_ids(self, ids: list[int]) -> list[int]:
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise ModelInputError("empty prompt: nothing to run (the tokenizer added no BOS)")
+        bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
+        if bad:
+            raise ModelInputError(f"token id {bad[0]} outside the vocabulary of "
+                                  f"{self.config.vocab_size}")
+        if len(ids) > self.n_ctx:
+            raise ModelInputError(f"prompt of {len(ids)} tokens is longer than the context of "
+                                  f"{self.n_ctx} tokens; shorten it or load with a larger n_ctx")
+        return ids
+
+    def _prefill_reusing_cache(self, ids: list[int]) -> torch.Tensor:
+        """Prefill, keeping the cached prefix shared with the previous call (chat turns)."""
+        if self._cache is None:
+            self._cache = self._new_cache(self.n_ctx)
+        common = 0
+        for a, b in zip(self._cached_ids, ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)                # always run at least one token
+        self._cache.truncate(common)
+        self._cached_ids = list(ids)
+        return prefill(self.transformer, ids[common:], self._cache)
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate_ids(self, prompt_ids: list[int], max_tokens: int = 128,
+                     params: SamplingParams | None = None,
+                     stop_ids: set[int] | None = None) -> Iterator[Step]:
+        """Yield generated `Step`s (token id, log-prob, finish reason) after `prompt_ids`."""
+        params = (params or SamplingParams()).validate()
+        ids = self._check_ids(prompt_ids)
+        if max_tokens <= 0:
+            return
+        t0 = time.perf_counter()
+        logits = self._prefill_reusing_cache(ids)
+        t1 = time.perf_counter()
+        self.timings.prompt_tokens, self.timings.prefill_s = len(ids), t1 - t0
+        stops = self.tokenizer.eot_ids if stop_ids is None else stop_ids
+        n = 0
+        for step in generate_tokens(self.transformer, logits, list(ids), self._cache,
+                                    params, max_tokens, stops):
+            n += 1
+            self._cached_ids.append(step.token)
+            yield step
+        # The last sampled token was never fed: drop it from what the cache claims to hold.
+        self._cached_ids = self._cached_ids[:self._cache.length]
+        self.timings.generated_tokens, self.timings.decode_s = n, time.perf_counter() - t1
+
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0,
+                 top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 repeat_penalty: float = 1.0, presence_penalty: float = 0.0,
+                 frequency_penalty: float = 0.0, seed: int | None = None,
+                 stop: list[str] | str | None = None, stream: bool = False,
+                 add_bos: bool | None = None, details: bool = False):
+        """Continue `prompt`. Returns the new text (a `Completion` with details=True), or with
+        stream=True an iterator of text pieces as they become valid UTF-8."""
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty,
+                                presence_penalty, frequency_penalty, seed=seed)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        ids = self.tokenize(prompt, add_bos=add_bos)
+        pieces = self._text_pieces(ids, max_tokens, params, stops)
+        if stream:
+            return (p for p in pieces if isinstance(p, str))
+        text = "".join(p for p in pieces if isinstance(p, str))
+        return self._last_completion if details else text
+
+    def _text_pieces(self, ids, max_tokens, params, stops) -> Iterator[str]:
+        """Stream text; hold back any tail that could still become a stop string."""
+        done = Completion("")
+        self._last_completion = done
+        decoder = self.tokenizer.stream_decoder()
+        pending = ""
+        for step in self.generate_ids(ids, max_tokens, params):
+            done.tokens.append(step.token)
+            done.logprobs.append(step.logprob)
+            if step.finish == "eos":
+                done.finish_reason = "eos"
+                break
+            pending += decoder.push(step.token)
+            cut = _find_stop(pending, stops)
+            if cut is not None:
+                done.text += pending[:cut]
+                done.finish_reason = "stop"
+                yield pending[:cut]
+                return
+            keep = _stop_prefix_len(pending, stops)
+            ready, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
+            done.text += ready
+            if ready:
+                yield ready
+        pending += decoder.flush()
+        done.text += pending
+        if pending:
+            yield pending
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int = 256,
+             chat_template: str | None = None, **kwargs):
+        """Reply to `messages` ({"role", "content"} dicts) using the model's chat template."""
+        messages = validate_messages(messages)
+        template = chat_template or self.gguf.metadata.get("tokenizer.chat_template")
+        tok = self.tokenizer
+        prompt = render_chat(template, messages, bos_token=tok.token_text(tok.bos_id),
+                             eos_token=tok.token_text(tok.eos_id))
+        # Templates write the BOS text themselves when the model wants it.
+        bos_in_text = bool(tok.bos_id is not None and prompt.startswith(tok.token_text(tok.bos_id)))
+        return self.generate(prompt, max_tokens=max_tokens,
+                             add_bos=False if bos_in_text else None, **kwargs)
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def _stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Length of the longest suffix of text that is a proper prefix of some stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+def _set_kernel_threads(threads: int) -> None:
+    from quant.kernels import set_num_threads
+    set_num_threads(threads)
+
+
+def load(path=None, n_ctx: int | None = None, threads: int | None = None) -> Model:
+    """Load a GGUF model for generation.
+
+    Args:
+        path: a .gguf file, an embedded model name ("gemma3-270m", "smollm2-135m"), or None
+            for the default model (Gemma 3 270M).
+        n_ctx: context length to allocate (default: min(model's, 4096)).
+        threads: CPU threads for the kernels (default: torch's setting).
+    Returns:
+        a Model. Raises GGUFError subclasses for files it cannot run.
+    """
+    return Model(path, n_ctx=n_ctx, threads=threads)

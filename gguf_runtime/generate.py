@@ -1,0 +1,62 @@
+"""prefill / decode_one / generate_tokens: the decode loop, in token ids only (knows no text)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .kv_cache import KVCache
+from .sampling import SamplingParams, make_generator, sample
+from .transformer import Transformer
+
+PREFILL_CHUNK = 256
+
+
+@dataclass
+class Step:
+    """One generated token: its id, its log-probability under the model, why it stopped."""
+
+    token: int
+    logprob: float
+    finish: str | None = None       # None | "eos" | "length"
+
+
+def prefill(model: Transformer, ids: list[int], cache: KVCache, chunk: int = PREFILL_CHUNK,
+            all_logits: bool = False) -> torch.Tensor:
+    """Feed `ids` in chunks; returns logits of the last token (V,) or of all of them (T, V)."""
+    cache.check_room(len(ids))
+    outs = []
+    for i in range(0, len(ids), chunk):
+        part = torch.tensor(ids[i:i + chunk], dtype=torch.long)
+        outs.append(model.forward(part, cache, all_logits=all_logits))
+    return torch.cat(outs) if all_logits else outs[-1][0]
+
+
+def decode_one(model: Transformer, token: int, cache: KVCache) -> torch.Tensor:
+    """Feed one token; returns the next-token logits (V,)."""
+    cache.check_room(1)
+    return model.forward(torch.tensor([token], dtype=torch.long), cache)[0]
+
+
+def generate_tokens(model: Transformer, logits: torch.Tensor, history: list[int], cache: KVCache,
+                    params: SamplingParams, max_tokens: int, stop_ids: set[int]) -> Iterator[Step]:
+    """Sample up to `max_tokens` tokens after a prefill whose last logits are given.
+
+    `history` (the ids so far, used by the penalties) is extended in place. Stops on a stop id
+    (yielded with finish="eos") or when the context is full (finish="length").
+    """
+    gen = make_generator(params.seed)
+    for n in range(max_tokens):
+        token = sample(logits, history, params, gen)
+        logprob = float(torch.log_softmax(logits.float(), -1)[token])
+        history.append(token)
+        if token in stop_ids:
+            yield Step(token, logprob, "eos")
+            return
+        last = n == max_tokens - 1 or cache.space == 0
+        yield Step(token, logprob, "length" if last else None)
+        if last:
+            return
+        logits = decode_one(model, token, cache)

@@ -1,0 +1,127 @@
+"""Building blocks shared by every architecture: RMSNorm, RoPE, attention, gated FFN.
+
+Legend: T new tokens, S cached positions attended to, D model width, H query heads,
+Hkv key/value heads, Dk/Dv head dims, F feed-forward width.
+All activations are float32; weights are QLinear (quantized blocks) or small float vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import RopeScaling
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """y = x / sqrt(mean(x^2) + eps) * w over the last dim (Gemma files store w already as 1+w)."""
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return y * weight if weight is not None else y
+
+
+def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap * tanh(x / cap) (Gemma 2 attention and final logits); identity when cap == 0."""
+    return torch.tanh(x / cap) * cap if cap else x
+
+
+@dataclass(frozen=True)
+class RopeParams:
+    """Everything ggml_rope_ext needs for one layer kind (global or sliding-window)."""
+
+    n_rot: int
+    base: float
+    style: str                       # "norm" (adjacent pairs) | "neox" (halves)
+    scaling: RopeScaling
+    freq_factors: torch.Tensor | None = None   # rope_freqs.weight (llama3, longrope): theta /= f
+
+
+class Rope:
+    """Rotary embedding as ggml computes it, including linear and YaRN scaling.
+
+    theta_i(p) = p * base^(-2i/n_rot) / freq_factor_i, i < n_rot/2; with YaRN the
+    interpolated (theta * 1/factor) and extrapolated thetas are mixed by a ramp over i, and
+    cos/sin are multiplied by mscale = attn_factor * (1 + 0.1 ln(factor)).
+    """
+
+    def __init__(self, p: RopeParams):
+        self.p = p
+        half = p.n_rot // 2
+        inv_freq = p.base ** (-torch.arange(0, half, dtype=torch.float64) * 2 / p.n_rot)
+        if p.freq_factors is not None:
+            inv_freq = inv_freq / p.freq_factors.double()[:half]
+        self.inv_freq = inv_freq                              # (n_rot/2,)
+        self.freq_scale, self.mscale, self.ramp = 1.0, 1.0, None
+        sc = p.scaling
+        if sc.kind in ("linear", "yarn"):
+            self.freq_scale = 1.0 / sc.factor
+        if sc.kind == "yarn":
+            self.ramp = _yarn_ramp(p.n_rot, sc, p.base)
+            self.mscale = sc.attn_factor * (1.0 + 0.1 * math.log(sc.factor))
+
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (T, n_rot/2) for integer positions (T,)."""
+        extrap = positions.double()[:, None] * self.inv_freq[None, :]
+        theta = extrap * self.freq_scale
+        if self.ramp is not None:
+            theta = theta * (1 - self.ramp) + extrap * self.ramp
+        return ((torch.cos(theta) * self.mscale).float(), (torch.sin(theta) * self.mscale).float())
+
+    def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate the first n_rot dims of x (T, heads, Dk); the rest pass through."""
+        n = self.p.n_rot
+        rot, rest = x[..., :n], x[..., n:]
+        c, s = cos[:, None, :], sin[:, None, :]                # (T, 1, n_rot/2)
+        if self.p.style == "neox":
+            a, b = rot[..., : n // 2], rot[..., n // 2:]
+            out = torch.cat([a * c - b * s, a * s + b * c], dim=-1)
+        else:
+            a, b = rot[..., 0::2], rot[..., 1::2]
+            out = torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+        return torch.cat([out, rest], dim=-1) if rest.numel() else out
+
+
+def _yarn_ramp(n_rot: int, sc: RopeScaling, base: float) -> torch.Tensor:
+    """ggml_rope_yarn_corr_dims + rope_yarn_ramp: extrapolation weight per rotary pair."""
+    def corr_dim(n_rotations: float) -> float:
+        return n_rot * math.log(sc.original_context / (n_rotations * 2 * math.pi)) / (2 * math.log(base))
+    low = max(0.0, math.floor(corr_dim(sc.yarn_beta_fast)))
+    high = min(n_rot - 1.0, math.ceil(corr_dim(sc.yarn_beta_slow)))
+    i = torch.arange(0, n_rot // 2, dtype=torch.float64)       # i0 / 2
+    y = (i - low) / max(0.001, high - low)
+    return 1 - y.clamp(0, 1)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+              scale: float, cap: float = 0.0) -> torch.Tensor:
+    """Grouped-query attention. q (H, T, Dk), k (Hkv, S, Dk), v (Hkv, S, Dv), mask (T, S) bool
+    (True = may attend). Returns (T, H * Dv)."""
+    n_head, n_tok = q.shape[0], q.shape[1]
+    if cap:
+        rep = n_head // k.shape[0]
+        k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
+        scores = softcap(q @ k.transpose(1, 2) * scale, cap)   # (H, T, S)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ v                # (H, T, Dv)
+    else:
+        out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask,
+                                             scale=scale, enable_gqa=True)[0]
+    return out.transpose(0, 1).reshape(n_tok, -1)
+
+
+def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """(T, S) bool: key position <= query position and, with a window, q - k < window."""
+    diff = q_pos[:, None] - k_pos[None, :]
+    allowed = diff >= 0
+    if window > 0:
+        allowed &= diff < window
+    return allowed
+
+
+def gated_activation(gate: torch.Tensor, up: torch.Tensor, kind: str) -> torch.Tensor:
+    """SwiGLU silu(g)*u or GeGLU gelu_tanh(g)*u (ggml_gelu is the tanh approximation)."""
+    if kind == "gelu":
+        return F.gelu(gate, approximate="tanh") * up
+    return F.silu(gate) * up
