@@ -2,8 +2,15 @@
 
 from .errors import GGUFError, GGUFFormatError, MissingKeyError, ModelInputError, UnsupportedError
 from .gguf_file import GGUFFile, TensorInfo, open_gguf
+from .tokenizer import Tokenizer, load_tokenizer
+
+
+def load(path=None, n_ctx=None, threads=None):
+    """Load a GGUF model for generation (see gguf_runtime.api.load)."""
+    from .api import load as _load
+    return _load(path, n_ctx=n_ctx, threads=threads)
 
 __version__ = "0.1.0"
 
-__all__ = ["open_gguf", "GGUFFile", "TensorInfo", "GGUFError", "GGUFFormatError",
+__all__ = ["open_gguf", "load", "load_tokenizer", "Tokenizer", "GGUFFile", "TensorInfo", "GGUFError", "GGUFFormatError",
            "UnsupportedError", "MissingKeyError", "ModelInputError"]

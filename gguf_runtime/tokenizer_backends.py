@@ -1,0 +1,177 @@
+"""The two merge engines behind `Tokenizer`, each fed one piece of text between special tokens.
+
+- `SpmBackend` ('llama' vocabularies): llama.cpp's SPM loop repeatedly merges the adjacent pair
+  whose concatenation is the best-scoring token (leftmost on ties), then maps characters that
+  are no token to `<0xNN>` byte tokens. sentencepiece's BPE model runs that same loop, so we
+  hand it a ModelProto written from the GGUF arrays, with every token a NORMAL piece (in
+  llama.cpp any token can be a merge result: control, user-defined and unused ones included)
+  except the `<0xNN>` byte tokens, which drive sentencepiece's byte fallback.
+- `BpeBackend` ('gpt2' vocabularies): the `tokenizers` library with the `tokenizer.ggml.pre`
+  regex splits, the GPT-2 byte-to-unicode map and the merges ranked by their order in the file.
+Plus llama.cpp's byte-level helpers for the way back: `gpt2_decode`, `clean_spaces`.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import sentencepiece
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+from .errors import UnsupportedError
+from .pretokenizers import PreTokenizer, onig_pattern
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
+
+
+def _gpt2_bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (llama.cpp's `unicode_byte_to_utf8_map`)."""
+    kept = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    moved = [b for b in range(256) if b not in kept]
+    table = {b: chr(b) for b in kept}
+    table.update({b: chr(256 + n) for n, b in enumerate(moved)})
+    return table
+
+
+BYTE_TO_UNICODE = _gpt2_bytes_to_unicode()
+UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
+
+
+# sentencepiece_model.proto, the fields we write:
+#   ModelProto      { repeated SentencePiece pieces = 1; TrainerSpec trainer_spec = 2;
+#                     NormalizerSpec normalizer_spec = 3; }
+#   SentencePiece   { string piece = 1; float score = 2; Type type = 3; }  NORMAL=1 BYTE=6
+#   TrainerSpec     { ModelType model_type = 3 (BPE=2); bool byte_fallback = 35; }
+#   NormalizerSpec  { string name = 1; bool add_dummy_prefix = 3;
+#                     bool remove_extra_whitespaces = 4; bool escape_whitespaces = 5; }
+_NORMAL, _BYTE, _BPE = 1, 6, 2
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _message(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def spm_model_proto(pieces: list[bytes], scores: list[float], is_byte: list[bool]) -> bytes:
+    """A serialized sentencepiece BPE ModelProto with identity normalization."""
+    packed = struct.pack(f"<{len(scores)}f", *scores)
+    lengths = [bytes([n]) for n in range(128)]  # one-byte varints, the common case
+    records = []
+    for i, piece in enumerate(pieces):
+        kind = b"\x18\x06" if is_byte[i] else b"\x18\x01"
+        n = len(piece)
+        body = b"".join((b"\x0a", lengths[n] if n < 128 else _varint(n), piece, b"\x15",
+                         packed[4 * i:4 * i + 4], kind))
+        n = len(body)
+        records.append(b"\x0a" + (lengths[n] if n < 128 else _varint(n)) + body)
+    trainer = bytes([3 << 3, _BPE]) + _varint(35 << 3) + bytes([any(is_byte)])
+    normalizer = _message(1, b"identity") + bytes([3 << 3, 0, 4 << 3, 0, 5 << 3, 0])
+    return b"".join(records) + _message(2, trainer) + _message(3, normalizer)
+
+
+class SpmBackend:
+    """SentencePiece-style merges by token score, with `<0xNN>` byte fallback."""
+
+    def __init__(self, texts: list[str], scores: list[float], source: str):
+        pieces = [t.encode("utf-8", "surrogateescape") for t in texts]
+        # llama.cpp's byte fallback looks byte tokens up by their text, whatever their type
+        is_byte = [len(t) == 6 and _BYTE_PIECE.fullmatch(t) is not None for t in texts]
+        try:
+            self._sp = sentencepiece.SentencePieceProcessor(
+                model_proto=spm_model_proto(pieces, scores, is_byte))
+        except (RuntimeError, OSError) as e:
+            raise UnsupportedError(f"{source}: sentencepiece rejects this vocabulary: "
+                                   f"{e}") from None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` (spaces already part of it; escaped to '▁' here)."""
+        return [i for i in self._sp.encode(text.replace(" ", "\u2581")) if i >= 0]
+
+
+def bpe_merge_pairs(merges: list[str], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """The usable (left, right) merges in rank order.
+
+    llama.cpp splits "left right" at the first space after the first character and keeps the
+    first rank of a repeated pair. `tokenizers` needs both halves and their concatenation in
+    the vocabulary; a merge without them could only ever produce a non-token.
+    """
+    pairs: dict[tuple[str, str], None] = {}
+    for merge in merges:
+        cut = merge.find(" ", 1)
+        if cut > 0:
+            a, b = merge[:cut], merge[cut + 1:]
+            if a in vocab and b in vocab and a + b in vocab:
+                pairs.setdefault((a, b))
+    return list(pairs)
+
+
+class BpeBackend:
+    """Byte-level BPE: pre-tokenizer regex splits, GPT-2 byte map, ranked merges."""
+
+    def __init__(self, texts: list[str], merges: list[str], pre: PreTokenizer, source: str):
+        vocab = {t: i for i, t in enumerate(texts)}
+        try:
+            model = models.BPE(vocab=vocab, merges=bpe_merge_pairs(merges, vocab),
+                               ignore_merges=pre.ignore_merges)
+            splits = [pre_tokenizers.Split(Regex(onig_pattern(r)), behavior="isolated")
+                      for r in pre.regexes]
+        except Exception as e:  # tokenizers raises plain Exception subclasses from Rust
+            raise UnsupportedError(f"{source}: cannot build the BPE tokenizer: {e}") from None
+        self._tok = Tokenizer(model)
+        self._tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+
+# -- detokenize helpers ----------------------------------------------------------------------
+
+def gpt2_decode(text: str) -> bytes:
+    """llama.cpp's `llama_decode_text`: GPT-2 byte characters back to bytes."""
+    out = bytearray()
+    for ch in text:
+        byte = UNICODE_TO_BYTE.get(ch)
+        if byte is not None:
+            out.append(byte)
+        else:
+            utf8 = ch.encode("utf-8", "replace")
+            out += b"[UNK_BYTE_0x" + utf8.hex().encode() + text.encode("utf-8", "replace") + b"]"
+    return bytes(out)
+
+
+def clean_spaces(text: bytes) -> bytes:
+    """llama.cpp's detokenize clean-up (clean_up_tokenization_spaces), byte for byte:
+    " ?", " !", " .", " ," lose the space; " ' " becomes "'"; " 's", " 'm", " 're", " 've"
+    lose the space."""
+    out = bytearray(text[:1])
+    for i in range(1, len(text)):
+        if text[i - 1] == 0x20 and text[i] in b"?!.,":
+            out.pop()
+        out.append(text[i])
+    buf, out, i = bytearray(out), bytearray(out[:1]), 1
+    while i < len(buf):
+        x = buf[i]
+        if x == 0x27 and i + 1 < len(buf) and buf[i - 1] == 0x20 and buf[i + 1] == 0x20:
+            out.pop()
+            i += 1
+            buf[i] = 0  # the space after is dropped and no longer counts as a space
+        out.append(x)
+        i += 1
+    buf, out = out, bytearray(out[:1])
+    for i in range(1, len(buf)):
+        if buf[i - 1] == 0x20 and buf[i] == 0x27 and i + 1 < len(buf):
+            nxt = bytes(buf[i + 1:i + 3])
+            if nxt[:1] in (b"s", b"m") or (len(nxt) == 2 and nxt in (b"re", b"ve")):
+                out.pop()
+        out.append(buf[i])
+    return bytes(out)
