@@ -66,7 +66,10 @@ class Model:
         self.spec = detect(self.gguf.metadata, str(self.path))
         self.config = ModelConfig.from_gguf(self.gguf.metadata, str(self.path),
                                             self.spec.swa_pattern)
-        self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata, str(self.path))
+        # A model converted without tokenizer files still runs on token ids (logits, generate_ids).
+        has_vocab = "tokenizer.ggml.tokens" in self.gguf.metadata
+        self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata, str(self.path)) \
+            if has_vocab else None
         self.transformer = Transformer(self.gguf, self.config, self.spec)
         self.n_ctx = min(n_ctx or min(self.config.context_length, DEFAULT_MAX_CTX),
                          self.config.context_length)
@@ -81,11 +84,17 @@ class Model:
     def architecture(self) -> str:
         return self.config.architecture
 
+    def _tok(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ModelInputError(f"{self.path}: the file has no vocabulary "
+                                  f"(tokenizer.ggml.tokens); pass token ids instead of text")
+        return self.tokenizer
+
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+        return self._tok().encode(text, add_bos=add_bos, special=special)
 
     def detokenize(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
+        return self._tok().decode(ids)
 
     # ------------------------------------------------------------------ forward
     def _new_cache(self, n_ctx: int) -> KVCache:
@@ -140,16 +149,19 @@ class Model:
         logits = self._prefill_reusing_cache(ids)
         t1 = time.perf_counter()
         self.timings.prompt_tokens, self.timings.prefill_s = len(ids), t1 - t0
-        stops = self.tokenizer.eot_ids if stop_ids is None else stop_ids
+        if stop_ids is None:
+            stop_ids = self.tokenizer.eot_ids if self.tokenizer is not None else set()
         n = 0
-        for step in generate_tokens(self.transformer, logits, list(ids), self._cache,
-                                    params, max_tokens, stops):
-            n += 1
-            self._cached_ids.append(step.token)
-            yield step
-        # The last sampled token was never fed: drop it from what the cache claims to hold.
-        self._cached_ids = self._cached_ids[:self._cache.length]
-        self.timings.generated_tokens, self.timings.decode_s = n, time.perf_counter() - t1
+        try:
+            for step in generate_tokens(self.transformer, logits, list(ids), self._cache,
+                                        params, max_tokens, stop_ids):
+                n += 1
+                self._cached_ids.append(step.token)
+                yield step
+        finally:  # also when the consumer stops early (stop string, EOS, Ctrl-C)
+            # The last sampled token was never fed: the cache holds only what it ran.
+            self._cached_ids = self._cached_ids[:self._cache.length]
+            self.timings.generated_tokens, self.timings.decode_s = n, time.perf_counter() - t1
 
     def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,

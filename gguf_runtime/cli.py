@@ -76,11 +76,78 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    from .api import load
+
+    t0 = time.perf_counter()
+    if sys.stderr.isatty():
+        print("loading model...", end="\r", file=sys.stderr, flush=True)
+    model = load(args.model, n_ctx=args.ctx_size, threads=args.threads)
+    if sys.stderr.isatty():
+        print(" " * 20, end="\r", file=sys.stderr, flush=True)
+    if args.verbose:
+        print(f"[loaded {model.path.name} ({model.architecture}) in "
+              f"{time.perf_counter() - t0:.2f} s]", file=sys.stderr)
+    return model
+
+
+def _gen_kwargs(args: argparse.Namespace) -> dict:
+    if args.max_tokens < 0:
+        raise GGUFError(f"--max-tokens must be >= 0, got {args.max_tokens}")
+    return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                seed=args.seed, stop=args.stop, stream=True)
+
+
+def _print_stream(pieces) -> None:
+    for piece in pieces:
+        print(piece, end="", flush=True)
+    print()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    model = _load(args)
+    kwargs = _gen_kwargs(args)
+    if args.chat_format:
+        pieces = model.chat([{"role": "user", "content": args.prompt}], **kwargs)
+    else:
+        print(args.prompt, end="", flush=True)
+        pieces = model.generate(args.prompt, **kwargs)
+    _print_stream(pieces)
+    if args.verbose:
+        print(f"[{model.timings.summary()}]", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    model = _load(args)
+    kwargs = _gen_kwargs(args)
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    print("chat with the model; an empty line or Ctrl-D ends it", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        history.append({"role": "user", "content": line})
+        reply = []
+        for piece in model.chat(history, **kwargs):
+            reply.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+        if args.verbose:
+            print(f"[{model.timings.summary()}]", file=sys.stderr)
+    return 0
+
+
 def cmd_not_implemented(args: argparse.Namespace) -> int:
     raise GGUFError(f"'{args.command}' is not implemented yet; available: inspect, run, chat")
 
 
-COMMANDS = {"inspect": cmd_inspect}
+COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "chat": cmd_chat}
 
 
 def main(argv: list[str] | None = None) -> int:
