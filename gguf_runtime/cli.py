@@ -54,9 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("bench", help="benchmark against llama.cpp on the same file")
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--decode-tokens", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
     for name, text in [("convert", "Hugging Face folder -> GGUF"),
                        ("quantize", "requantize an F32/F16/BF16 GGUF"),
-                       ("bench", "benchmark against llama.cpp"),
                        ("serve", "HTTP server")]:
         p = sub.add_parser(name, help=f"{text} (not implemented yet)")
         p.add_argument("args", nargs=argparse.REMAINDER)
@@ -143,11 +150,33 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .bench import format_table, llama_cpp_available, run_bench
+    from .default_models import resolve_model
+
+    path = str(resolve_model(args.model))
+    if min(args.threads, args.prompt_tokens, args.decode_tokens, args.repeats) <= 0:
+        raise GGUFError("--threads, --prompt-tokens, --decode-tokens, --repeats must be > 0")
+    if not llama_cpp_available():
+        print("[llama-cpp-python not installed: benchmarking gguf-runtime alone]",
+              file=sys.stderr)
+    results = run_bench(path, args.threads, args.prompt_tokens, args.decode_tokens,
+                        args.repeats)
+    print(format_table(path, args.threads, results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": path, "threads": args.threads,
+                       "results": [asdict(r) for r in results]}, f, indent=2)
+    return 0
+
+
 def cmd_not_implemented(args: argparse.Namespace) -> int:
     raise GGUFError(f"'{args.command}' is not implemented yet; available: inspect, run, chat")
 
 
-COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "chat": cmd_chat}
+COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "chat": cmd_chat, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

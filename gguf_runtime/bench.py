@@ -1,0 +1,143 @@
+"""Side-by-side benchmark: gguf-runtime vs llama.cpp (llama-cpp-python) on the same file.
+
+Each engine runs in its own subprocess (so peak RSS is its own), alternating, with the same
+thread count: load time, prefill tok/s on a prompt of `prompt_tokens` ids, decode tok/s over
+`decode_tokens` greedy steps, peak RSS. The prompt is the same token ids for both engines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+ENGINES = ("gguf-runtime", "llama.cpp")
+
+
+@dataclass
+class BenchResult:
+    engine: str
+    load_s: float
+    prefill_tok_s: float
+    decode_tok_s: float
+    peak_rss_mib: float
+
+
+def _prompt_ids(n: int, n_vocab: int) -> list[int]:
+    """Deterministic ordinary-text-like ids (avoid the first 300 special/control ids)."""
+    return [300 + (i * 7919) % (min(n_vocab, 30000) - 300) for i in range(n)]
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker_ours(path: str, threads: int, n_prompt: int, n_decode: int) -> BenchResult:
+    import torch
+
+    import gguf_runtime
+    from gguf_runtime.generate import decode_one, prefill
+
+    t0 = time.perf_counter()
+    model = gguf_runtime.load(path, n_ctx=n_prompt + n_decode + 8, threads=threads)
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(n_prompt, model.config.vocab_size)
+    with torch.inference_mode():
+        cache = model._new_cache(n_prompt + n_decode + 8)
+        t0 = time.perf_counter()
+        logits = prefill(model.transformer, ids, cache)
+        prefill_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(n_decode):
+            logits = decode_one(model.transformer, int(logits.argmax()), cache)
+        decode_s = time.perf_counter() - t0
+    return BenchResult("gguf-runtime", load_s, n_prompt / prefill_s, n_decode / decode_s,
+                       _peak_rss_mib())
+
+
+def _worker_llama(path: str, threads: int, n_prompt: int, n_decode: int) -> BenchResult:
+    import numpy as np
+    from llama_cpp import Llama
+
+    t0 = time.perf_counter()
+    llm = Llama(model_path=path, n_ctx=n_prompt + n_decode + 8, n_threads=threads,
+                n_threads_batch=threads, n_batch=512, verbose=False)
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(n_prompt, llm.n_vocab())
+    t0 = time.perf_counter()
+    llm.eval(ids)
+    prefill_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(n_decode):
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval([tok])
+    decode_s = time.perf_counter() - t0
+    return BenchResult("llama.cpp", load_s, n_prompt / prefill_s, n_decode / decode_s,
+                       _peak_rss_mib())
+
+
+WORKERS = {"gguf-runtime": _worker_ours, "llama.cpp": _worker_llama}
+
+
+def _run_worker(engine: str, path: str, threads: int, n_prompt: int, n_decode: int):
+    cmd = [sys.executable, "-m", "gguf_runtime.bench", "--worker", engine, path,
+           str(threads), str(n_prompt), str(n_decode)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return None, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
+    return BenchResult(**json.loads(r.stdout.strip().splitlines()[-1])), None
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def run_bench(path: str, threads: int = 2, n_prompt: int = 512, n_decode: int = 128,
+              repeats: int = 1) -> list[BenchResult]:
+    """Alternate the engines `repeats` times; keep each engine's best run."""
+    engines = [e for e in ENGINES if e != "llama.cpp" or llama_cpp_available()]
+    best: dict[str, BenchResult] = {}
+    for _ in range(repeats):
+        for engine in engines:
+            res, err = _run_worker(engine, path, threads, n_prompt, n_decode)
+            if res is None:
+                print(f"[{engine} failed: {err}]", file=sys.stderr)
+                continue
+            old = best.get(engine)
+            if old is None or res.decode_tok_s > old.decode_tok_s:
+                best[engine] = res
+    return list(best.values())
+
+
+def format_table(path: str, threads: int, results: list[BenchResult]) -> str:
+    rows = [f"model: {os.path.basename(path)}   threads: {threads}",
+            f"{'engine':14s} {'load s':>8s} {'prefill tok/s':>14s} {'decode tok/s':>13s} "
+            f"{'peak RSS MiB':>13s}"]
+    for r in results:
+        rows.append(f"{r.engine:14s} {r.load_s:8.2f} {r.prefill_tok_s:14.1f} "
+                    f"{r.decode_tok_s:13.1f} {r.peak_rss_mib:13.0f}")
+    by = {r.engine: r for r in results}
+    if len(by) == 2:
+        ours, ref = by["gguf-runtime"], by["llama.cpp"]
+        rows.append(f"{'ratio':14s} {ref.load_s / ours.load_s:8.2f} "
+                    f"{ours.prefill_tok_s / ref.prefill_tok_s:14.2f} "
+                    f"{ours.decode_tok_s / ref.decode_tok_s:13.2f} "
+                    f"{ours.peak_rss_mib / ref.peak_rss_mib:13.2f}")
+        rows.append("(ratio: ours/llama.cpp for speed and RSS, llama.cpp/ours for load)")
+    return "\n".join(rows)
+
+
+def _worker_main(argv: list[str]) -> None:
+    engine, path, threads, n_prompt, n_decode = argv
+    res = WORKERS[engine](path, int(threads), int(n_prompt), int(n_decode))
+    print(json.dumps(asdict(res)))
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+    _worker_main(sys.argv[2:])
