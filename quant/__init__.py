@@ -8,8 +8,10 @@ from gguf import GGMLQuantizationType
 from .errors import QuantError
 from .formats import SUPPORTED_TYPES, BlockFormat, get_format, row_nbytes
 from .qtensor import QTensor
+from .quantize import QUANTIZABLE_TYPES, quantize, quantize_tensor
 
 __all__ = ["dequantize", "QTensor", "BlockFormat", "get_format", "row_nbytes", "QuantError", "SUPPORTED_TYPES"]
+__all__ += ["quantize", "quantize_tensor", "QUANTIZABLE_TYPES"]
 
 
 def dequantize(obj, qtype: GGMLQuantizationType | int | None = None, shape: tuple[int, ...] | None = None) -> torch.Tensor:
