@@ -62,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
-    for name, text in [("convert", "Hugging Face folder -> GGUF"),
-                       ("quantize", "requantize an F32/F16/BF16 GGUF"),
+    from . import convert as convert_cmd
+
+    p = sub.add_parser("convert", help="Hugging Face folder -> GGUF (F32/F16/BF16/Q8_0)")
+    convert_cmd.add_arguments(p)
+
+    for name, text in [("quantize", "requantize an F32/F16/BF16 GGUF"),
                        ("serve", "HTTP server")]:
         p = sub.add_parser(name, help=f"{text} (not implemented yet)")
         p.add_argument("args", nargs=argparse.REMAINDER)
@@ -173,10 +177,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_not_implemented(args: argparse.Namespace) -> int:
-    raise GGUFError(f"'{args.command}' is not implemented yet; available: inspect, run, chat")
+    raise GGUFError(f"'{args.command}' is not implemented yet; available: "
+                    f"{', '.join(sorted(COMMANDS))}")
 
 
-COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "chat": cmd_chat, "bench": cmd_bench}
+def cmd_convert(args: argparse.Namespace) -> int:
+    from . import convert as convert_cmd
+    return convert_cmd.run(args) or 0
+
+
+COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "chat": cmd_chat, "bench": cmd_bench,
+            "convert": cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import torch
 from quant import QTensor
 from quant.qlinear import QLinear
 
-from .config import ModelConfig
+from .config import ModelConfig, RopeScaling
 from .errors import GGUFFormatError
 from .gguf_file import GGUFFile
 from .kv_cache import KVCache
@@ -94,11 +94,14 @@ class Transformer:
         c = self.config
         swa = bool(c.swa_layers[i]) if c.swa_layers else False
         b.window = c.sliding_window if swa else 0
+        swa_rope = swa and self.spec.swa_pattern > 0
         b.rope = Rope(RopeParams(
             n_rot=c.rope_dimension_count,
-            base=c.rope_freq_base_swa if (swa and self.spec.swa_pattern) else c.rope_freq_base,
+            base=c.rope_freq_base_swa if swa_rope else c.rope_freq_base,
             style=self.spec.rope_style,
-            scaling=c.rope_scaling,
+            # llama.cpp: sliding layers rotate with freq_scale_swa, which is 1 (no scaling)
+            # unless the family copies the global scale (gemma2); Gemma 3 4B+ scale only global.
+            scaling=RopeScaling() if swa_rope and self.spec.name != "gemma2" else c.rope_scaling,
             freq_factors=self._vector("rope_freqs.weight")))
         return b
 
