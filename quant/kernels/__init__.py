@@ -1,26 +1,67 @@
-"""Dequantize-on-matmul kernels (placeholder: the reference path only, until the fast kernels land)."""
+"""Dequantize-on-matmul kernels: `qmatmul(x, W)` = x @ W.T with W kept as raw GGML blocks.
+
+Kernels are chosen through one dispatch table (see .registry), keyed by (GGML type, path):
+    path "decode"  (at most DECODE_MAX_ROWS x rows): native fused dequantize-and-dot (csrc/),
+    path "prefill" (more rows): dequantize W in bounded tiles, one BLAS matmul per tile.
+Backends, best first: "native" (C + OpenMP, built on first use; see .native) and "reference"
+(pure torch, always available, the oracle; see .reference). F32 weights are a zero-copy
+float view and a plain torch matmul. GGUF_RUNTIME_KERNELS=reference forces the reference path.
+
+The whole of W is never dequantized at once: at most one tile (a few MB of float32).
+"""
 
 from __future__ import annotations
 
 import torch
 
+from ..errors import QuantError
 from ..qtensor import QTensor
+from . import native, reference  # noqa: F401  (importing registers their kernels)
+from .registry import DECODE_MAX_ROWS, Kernel, allowed_backends, backend_available, path_for, select, set_threads
 
-TILE_BYTES = 8 << 20   # float32 bytes of dequantized weight per tile
+__all__ = ["qmatmul", "set_num_threads", "available_backends", "kernel_for", "DECODE_MAX_ROWS"]
 
 
-def qmatmul(x: torch.Tensor, w: QTensor) -> torch.Tensor:
-    """x (..., K) float32 @ W.T for W (N, K) as raw blocks -> (..., N); W dequantized tile by tile."""
+def qmatmul(x: torch.Tensor, w: QTensor, backend: str | None = None) -> torch.Tensor:
+    """x @ W.T for a 2-D quantized W, without materialising the dequantized W.
+
+    Args:
+        x: float tensor (..., K), any leading shape (M = their product, possibly 0); computed in
+            float32.
+        w: QTensor of shape (N, K), any supported GGML type.
+        backend: run this backend's kernel ("native", "reference"), not the dispatch choice.
+    Returns:
+        a fresh float32 tensor (..., N) on x's device.
+    Raises:
+        QuantError when W is not 2-D, x is not floating point, the K's differ, or no kernel
+        exists for W's type (or for `backend`).
+    """
+    if len(w.shape) != 2:
+        raise QuantError(f"qmatmul needs a 2-D weight, got {w!r}")
     n, k = w.shape
-    x2 = x.reshape(-1, k)                                   # (M, K)
-    out = torch.empty(x2.shape[0], n, dtype=torch.float32)  # (M, N)
-    step = max(1, TILE_BYTES // (4 * k))
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        out[:, s:e] = x2 @ w.dequantize_rows(s, e).T
-    return out.reshape(*x.shape[:-1], n)
+    if not x.is_floating_point() or x.shape[-1:] != (k,):
+        raise QuantError(f"qmatmul x must be floating point (..., {k}) for {w!r}, got {x.dtype} {tuple(x.shape)}")
+    x2 = x.reshape(-1, k).to(torch.float32).contiguous()                    # (M, K)
+    out = torch.empty(x2.shape[0], n, dtype=torch.float32, device=x.device)  # (M, N)
+    if out.numel():
+        kernel_for(w, x2.shape[0], backend, on_cpu=x.device.type == "cpu").fn(x2, w, out)
+    return out.view(*x.shape[:-1], n)
+
+
+def kernel_for(w: QTensor, n_x_rows: int, backend: str | None = None, on_cpu: bool = True) -> Kernel:
+    """The kernel qmatmul runs for W with `n_x_rows` rows of x (for tests, benchmarks, logs)."""
+    return select(w.qtype, path_for(n_x_rows), backend, on_cpu)
 
 
 def set_num_threads(n: int | None) -> None:
-    if n:
+    """Threads for the kernels. An int also sets torch's (BLAS, reference path); None makes the
+    native kernels follow torch.get_num_threads() (the default). QuantError if n < 1."""
+    set_threads(n)
+    if n is not None:
         torch.set_num_threads(n)
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends qmatmul may use here, best first: available (native built and loaded, which this
+    triggers) and allowed by GGUF_RUNTIME_KERNELS."""
+    return tuple(name for name in allowed_backends() if backend_available(name))

@@ -1,0 +1,49 @@
+"""The reference kernels: pure torch, always available, the oracle for every fast kernel.
+
+W is dequantized tile by tile (at most TILE_BYTES of float32 at a time, through the block
+formats of quant.formats, bit-exact with gguf-py) and each tile meets x in one torch matmul
+writing straight into its output columns. On many x rows this is also the fast prefill path
+whenever no native dequantizer exists: the dequantization is paid once per call, not per row.
+
+F32 weights are not copied at all: the raw bytes are viewed as floats.
+
+Legend: M = x rows, K = row length, N = W rows, n = rows of one tile.
+"""
+
+from __future__ import annotations
+
+import torch
+from gguf import GGMLQuantizationType as T
+
+from ..formats import SUPPORTED_TYPES
+from ..qtensor import QTensor
+from .registry import register, register_backend
+
+TILE_BYTES = 8 << 20   # float32 bytes of dequantized W per tile
+
+register_backend("reference", priority=0, available=lambda: True, cpu_only=False)
+
+
+def tile_rows(k: int, tile_bytes: int = TILE_BYTES) -> int:
+    """W rows per tile so that a (rows, k) float32 tile stays within tile_bytes (at least 1)."""
+    return max(1, tile_bytes // (4 * max(1, k)))
+
+
+@register("reference", [t for t in SUPPORTED_TYPES if t != T.F32])
+def matmul_tiles(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
+    """out (M, N) = x (M, K) @ W.T, W dequantized by quant.formats one bounded tile at a time."""
+    n, k = w.shape
+    step = tile_rows(k)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        tile = w.dequantize_rows(start, stop)                      # (n, K)
+        torch.mm(x, tile.T, out=out[:, start:stop])
+
+
+@register("reference", [T.F32])
+def matmul_f32(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
+    """out = x @ W.T on the raw bytes viewed as float32 (no copy); tiles if they are misaligned."""
+    if w.data.storage_offset() % 4 or w.data.data_ptr() % 4:
+        matmul_tiles(x, w, out)
+        return
+    torch.mm(x, w.data.view(torch.float32).view(w.shape).T, out=out)

@@ -1,0 +1,156 @@
+"""The kernel dispatch table: (GGML type, path) -> kernels, best available one chosen per call.
+
+A kernel computes `out = x @ W.T` for x float32 (M, K) contiguous, W a 2-D QTensor (N, K) and
+out a float32 (M, N) tensor it must fill (possibly a strided view: write into it, never rebind).
+`path` is "decode" (M <= DECODE_MAX_ROWS: fused dequantize-and-dot wins) or "prefill" (many
+rows: dequantize a tile once, let BLAS amortise it over the rows).
+
+A backend ("native", "reference", ...) is a name, a priority and an availability check run
+once on first use; a kernel is one `@register(backend, qtypes, paths)` line. The environment
+variable GGUF_RUNTIME_KERNELS, a comma-separated list of backend names, restricts which
+backends may run (GGUF_RUNTIME_KERNELS=reference forces the pure-torch reference path).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from gguf import GGMLQuantizationType as T
+
+from ..errors import QuantError
+from ..qtensor import QTensor
+
+KernelFn = Callable[[torch.Tensor, QTensor, torch.Tensor], None]
+PATHS = ("decode", "prefill")
+ENV_BACKENDS = "GGUF_RUNTIME_KERNELS"
+
+# Largest x row count that takes the decode path. Measured with `tools/bench_kernels.py
+# --crossover` (2048x2048, 2-core Zen 4): the fused native kernels are faster than native
+# dequantize + MKL up to 16 rows for every format with 1 thread (up to 24-32 with 2 threads).
+DECODE_MAX_ROWS = 16
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    priority: int                       # higher is preferred
+    available: Callable[[], bool]       # called at most once (cached); must not raise
+    cpu_only: bool = True
+
+
+@dataclass(frozen=True)
+class Kernel:
+    backend: str
+    qtype: T
+    path: str
+    fn: KernelFn
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}:{self.qtype.name}:{self.path}"
+
+
+_BACKENDS: dict[str, Backend] = {}
+_KERNELS: dict[tuple[T, str], dict[str, Kernel]] = {}
+_AVAILABLE: dict[str, bool] = {}
+_SELECTED: dict[tuple, Kernel] = {}     # select() cache; cleared by every registration
+_LOCK = threading.Lock()
+_THREADS: list[int | None] = [None]     # None: follow torch.get_num_threads()
+
+
+def register_backend(name: str, priority: int, available: Callable[[], bool], cpu_only: bool = True) -> None:
+    """Declare a backend; `available()` decides, once and lazily, whether its kernels may run."""
+    _BACKENDS[name] = Backend(name, priority, available, cpu_only)
+    _SELECTED.clear()
+
+
+def register(backend: str, qtypes: Iterable[T], paths: Iterable[str] = PATHS) -> Callable[[KernelFn], KernelFn]:
+    """Decorator: register `fn` as `backend`'s kernel for every (qtype, path) given."""
+
+    def add(fn: KernelFn) -> KernelFn:
+        if backend not in _BACKENDS:
+            raise QuantError(f"kernel backend {backend!r} is not declared; declared: {', '.join(_BACKENDS)}")
+        for qtype in qtypes:
+            for path in paths:
+                if path not in PATHS:
+                    raise QuantError(f"kernel path must be one of {PATHS}, got {path!r}")
+                _KERNELS.setdefault((T(qtype), path), {})[backend] = Kernel(backend, T(qtype), path, fn)
+        _SELECTED.clear()
+        return fn
+
+    return add
+
+
+def backend_available(name: str) -> bool:
+    """Whether backend `name` can run here (its check runs once, under a lock)."""
+    if name not in _AVAILABLE:
+        with _LOCK:
+            if name not in _AVAILABLE:
+                _AVAILABLE[name] = bool(_BACKENDS[name].available())
+    return _AVAILABLE[name]
+
+
+def allowed_backends() -> tuple[str, ...]:
+    """Backends GGUF_RUNTIME_KERNELS allows (all declared ones when unset), best first.
+
+    Raises QuantError naming the declared backends when the variable names an unknown one.
+    """
+    spec = os.environ.get(ENV_BACKENDS, "").strip()
+    names = [s.strip() for s in spec.split(",") if s.strip()] if spec else list(_BACKENDS)
+    unknown = [n for n in names if n not in _BACKENDS]
+    if unknown:
+        raise QuantError(f"{ENV_BACKENDS}={spec!r} names unknown backend(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(_BACKENDS)}")
+    return tuple(sorted(names, key=lambda n: -_BACKENDS[n].priority))
+
+
+def path_for(n_x_rows: int) -> str:
+    return "decode" if n_x_rows <= DECODE_MAX_ROWS else "prefill"
+
+
+def select(qtype: T, path: str, backend: str | None = None, on_cpu: bool = True) -> Kernel:
+    """The kernel to run for (qtype, path): the best allowed, available backend that has one.
+
+    `backend` names one backend explicitly (it must be available and have the kernel).
+    Raises QuantError naming the type, the path and the registered backends when none fits.
+    Choices are cached per (arguments, GGUF_RUNTIME_KERNELS value): a dict lookup per call.
+    """
+    key = (qtype, path, backend, on_cpu, os.environ.get(ENV_BACKENDS, ""))
+    kernel = _SELECTED.get(key)
+    if kernel is None:
+        kernel = _SELECTED[key] = _choose(T(qtype), path, backend, on_cpu)
+    return kernel
+
+
+def _choose(qtype: T, path: str, backend: str | None, on_cpu: bool) -> Kernel:
+    table = _KERNELS.get((qtype, path), {})
+    names = (backend,) if backend else allowed_backends()
+    for name in names:
+        if name in table and (on_cpu or not _BACKENDS[name].cpu_only) and backend_available(name):
+            return table[name]
+    raise QuantError(f"no {'/'.join(names)} kernel for {qtype.name} ({path}); "
+                     f"registered: {', '.join(table) or 'none'}")
+
+
+def registered() -> dict[tuple[T, str], tuple[str, ...]]:
+    """(qtype, path) -> the backends registered for it."""
+    return {key: tuple(kernels) for key, kernels in _KERNELS.items()}
+
+
+def declared_backends() -> tuple[str, ...]:
+    return tuple(sorted(_BACKENDS, key=lambda n: -_BACKENDS[n].priority))
+
+
+def set_threads(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise QuantError(f"thread count must be >= 1 or None, got {n}")
+    _THREADS[0] = n
+
+
+def threads() -> int:
+    """Threads the native kernels use: the set_num_threads value, else torch's current setting."""
+    return _THREADS[0] or torch.get_num_threads()
