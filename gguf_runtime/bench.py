@@ -73,11 +73,20 @@ def _worker_llama(path: str, threads: int, n_prompt: int, n_decode: int) -> Benc
     prefill_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(n_decode):
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(_llama_last_logits(llm)))
         llm.eval([tok])
     decode_s = time.perf_counter() - t0
     return BenchResult("llama.cpp", load_s, n_prompt / prefill_s, n_decode / decode_s,
                        _peak_rss_mib())
+
+
+def _llama_last_logits(llm):
+    """The last evaluated position's logits straight from llama.cpp's context (no copy)."""
+    import llama_cpp
+    import numpy as np
+
+    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
 
 
 WORKERS = {"gguf-runtime": _worker_ours, "llama.cpp": _worker_llama}
