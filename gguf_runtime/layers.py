@@ -18,8 +18,7 @@ from .config import RopeScaling
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     """y = x / sqrt(mean(x^2) + eps) * w over the last dim (Gemma files store w already as 1+w)."""
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return y * weight if weight is not None else y
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)   # one fused op
 
 
 def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
@@ -54,6 +53,7 @@ class Rope:
             inv_freq = inv_freq / p.freq_factors.double()[:half]
         self.inv_freq = inv_freq                              # (n_rot/2,)
         self.freq_scale, self.mscale, self.ramp = 1.0, 1.0, None
+        self._memo_pos, self._memo = None, None
         sc = p.scaling
         if sc.kind in ("linear", "yarn"):
             self.freq_scale = 1.0 / sc.factor
@@ -62,7 +62,17 @@ class Rope:
             self.mscale = sc.attn_factor * (1.0 + 0.1 * math.log(sc.factor))
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape (T, n_rot/2) for integer positions (T,)."""
+        """cos, sin of shape (T, n_rot/2) for integer positions (T,).
+
+        Memoised on the positions tensor: the layers sharing this Rope in one forward pass
+        pass the same tensor, so the trigonometry runs once per step, not once per layer.
+        """
+        if positions is self._memo_pos:
+            return self._memo
+        self._memo_pos, self._memo = positions, self._cos_sin(positions)
+        return self._memo
+
+    def _cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         extrap = positions.double()[:, None] * self.inv_freq[None, :]
         theta = extrap * self.freq_scale
         if self.ramp is not None:
@@ -77,9 +87,9 @@ class Rope:
         if self.p.style == "neox":
             a, b = rot[..., : n // 2], rot[..., n // 2:]
             out = torch.cat([a * c - b * s, a * s + b * c], dim=-1)
-        else:
-            a, b = rot[..., 0::2], rot[..., 1::2]
-            out = torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+        else:  # adjacent pairs (x0, x1) as complex x0 + i x1, rotated by e^(i theta)
+            z = torch.view_as_complex(rot.contiguous().view(*rot.shape[:-1], n // 2, 2))
+            out = torch.view_as_real(z * torch.complex(c, s)).flatten(-2)
         return torch.cat([out, rest], dim=-1) if rest.numel() else out
 
 
@@ -94,16 +104,17 @@ def _yarn_ramp(n_rot: int, sc: RopeScaling, base: float) -> torch.Tensor:
     return 1 - y.clamp(0, 1)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               scale: float, cap: float = 0.0) -> torch.Tensor:
     """Grouped-query attention. q (H, T, Dk), k (Hkv, S, Dk), v (Hkv, S, Dv), mask (T, S) bool
-    (True = may attend). Returns (T, H * Dv)."""
+    (True = may attend; None = every key). Returns (T, H * Dv)."""
     n_head, n_tok = q.shape[0], q.shape[1]
     if cap:
         rep = n_head // k.shape[0]
         k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
         scores = softcap(q @ k.transpose(1, 2) * scale, cap)   # (H, T, S)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
         out = torch.softmax(scores, dim=-1) @ v                # (H, T, Dv)
     else:
         out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask,
