@@ -30,7 +30,8 @@ class _Keys:
             if default is _MISSING:
                 raise MissingKeyError(f"{self.source}: required metadata key {key!r} is missing")
             return default
-        if isinstance(value, bool) and kind is not bool:
+        bool_ok = kind is bool or (isinstance(kind, tuple) and bool in kind)
+        if isinstance(value, bool) and not bool_ok:
             raise GGUFFormatError(f"{self.source}: metadata key {key!r} should be a number")
         if not isinstance(value, kind) and not isinstance(value, list):
             raise GGUFFormatError(f"{self.source}: metadata key {key!r} has type "
@@ -98,7 +99,9 @@ class ModelConfig:
     expert_group_used_count: int = 0
     leading_dense_block_count: int = 0
     q_lora_rank: int = 0
-    kv_lora_rank: int = 0
+    kv_lora_rank: int = 0                        # > 0: multi-head latent attention (deepseek2)
+    key_length_mla: int = 0                      # MLA per-head K / V widths (0: key/value_length)
+    value_length_mla: int = 0
     embedding_scale: float = 0.0                 # granite multipliers (0: unused)
     residual_scale: float = 0.0
     logit_scale: float = 0.0
@@ -150,8 +153,7 @@ class ModelConfig:
             final_logit_softcapping=float(k.get("final_logit_softcapping", 0.0)),
             attention_scale=float(k.get("attention.scale", 0.0)),
             **_moe_fields(k),
-            q_lora_rank=int(k.get("attention.q_lora_rank", 0)),
-            kv_lora_rank=int(k.get("attention.kv_lora_rank", 0)),
+            **_mla_fields(k),
             embedding_scale=float(k.get("embedding_scale", 0.0)),
             residual_scale=float(k.get("residual_scale", 0.0)),
             logit_scale=float(k.get("logit_scale", 0.0)),
@@ -227,3 +229,8 @@ def _moe_fields(k: _Keys) -> dict[str, Any]:
         expert_group_used_count=int(k.get("expert_group_used_count", 0)),
         leading_dense_block_count=int(k.get("leading_dense_block_count", 0)),
     )
+
+
+def _mla_fields(k: _Keys) -> dict[str, Any]:
+    return {f: int(k.get(f"attention.{f}", 0))
+            for f in ("q_lora_rank", "kv_lora_rank", "key_length_mla", "value_length_mla")}

@@ -10,6 +10,7 @@ from quant import QuantError, get_format
 from .config import ModelConfig
 from .errors import GGUFError
 from .gguf_file import GGUFFile
+from .moe import routing_problem
 from .registry import detect
 
 
@@ -24,7 +25,10 @@ def runnable_problem(gf: GGUFFile) -> str | None:
         return f"architecture {spec.name!r}: {spec.not_runnable_reason}"
     if config.expert_count > 0 and not spec.moe:
         return f"{spec.name} with {config.expert_count} experts: Mixture-of-Experts decoding " \
-               f"is not implemented yet"
+               f"is not implemented for this architecture"
+    problem = routing_problem(config, spec)
+    if problem:
+        return problem
     for t in gf.tensors.values():
         try:
             get_format(t.qtype)

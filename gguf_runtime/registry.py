@@ -3,7 +3,8 @@
 Everything a file states (head counts, norms present, biases present, tied output) is read from
 the file; an ArchSpec only carries what llama.cpp hard-codes per architecture: RoPE ordering
 ("norm" rotates adjacent pairs, "neox" rotates the two halves), Gemma's sqrt(n_embd) embedding
-scale, the FFN activation, the default sliding-window period, and whether this runtime runs it yet.
+scale, the FFN activation, the default sliding-window period, how a Mixture-of-Experts router
+weighs its experts, and whether this runtime runs it yet.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ class ArchSpec:
     activation: str = "silu"          # gated FFN: silu (SwiGLU) | gelu (GeGLU, tanh approx)
     embed_scale_sqrt: bool = False    # gemma family: x = embd(tok) * sqrt(n_embd)
     swa_pattern: int = 0              # llama.cpp's default sliding-window period
-    moe: bool = False
+    moe: bool = False                 # may have sparse (expert) FFN layers
+    # llama.cpp hard-codes these per family in build_moe_ffn's call, ignoring the file's keys;
+    # None / "file": read `{arch}.expert_weights_norm` / `{arch}.expert_gating_func` (deepseek2).
+    expert_weights_norm: bool | None = True
+    expert_gating: str = "softmax"    # "softmax" | "sigmoid" | "file"
     runnable: bool = True
     not_runnable_reason: str = ""
 
 
-_MOE_PENDING = "Mixture-of-Experts decoding is not implemented yet"
-
 ARCHITECTURES: dict[str, ArchSpec] = {a.name: a for a in [
-    ArchSpec("llama"),
-    ArchSpec("granite"),
+    ArchSpec("llama", moe=True),                           # Mixtral: llama with experts
+    ArchSpec("granite", moe=True),
     ArchSpec("qwen2", rope_style="neox"),
     ArchSpec("qwen3", rope_style="neox"),
     ArchSpec("phi3", rope_style="neox"),
@@ -38,15 +41,11 @@ ARCHITECTURES: dict[str, ArchSpec] = {a.name: a for a in [
              swa_pattern=2),
     ArchSpec("gemma3", rope_style="neox", activation="gelu", embed_scale_sqrt=True,
              swa_pattern=6),
-    ArchSpec("qwen2moe", rope_style="neox", moe=True, runnable=False,
-             not_runnable_reason=_MOE_PENDING),
-    ArchSpec("qwen3moe", rope_style="neox", moe=True, runnable=False,
-             not_runnable_reason=_MOE_PENDING),
-    ArchSpec("olmoe", rope_style="neox", moe=True, runnable=False,
-             not_runnable_reason=_MOE_PENDING),
-    ArchSpec("granitemoe", moe=True, runnable=False, not_runnable_reason=_MOE_PENDING),
-    ArchSpec("deepseek2", moe=True, runnable=False,
-             not_runnable_reason=_MOE_PENDING + " (nor multi-head latent attention)"),
+    ArchSpec("qwen2moe", rope_style="neox", moe=True, expert_weights_norm=False),
+    ArchSpec("qwen3moe", rope_style="neox", moe=True),
+    ArchSpec("olmoe", rope_style="neox", moe=True, expert_weights_norm=False),
+    ArchSpec("granitemoe", moe=True),
+    ArchSpec("deepseek2", moe=True, expert_weights_norm=None, expert_gating="file"),
 ]}
 
 # Names some converters write for the same graph.

@@ -2,7 +2,8 @@
 
 Attributes carry the GGUF tensor names (`token_embd`, `blk[i].attn_q`, `ffn_down`, ...). Which
 optional pieces a block has (biases, Q/K norms, post-norms, fused QKV) is read from the tensors
-present; what the file cannot say comes from the ArchSpec (registry.py).
+present; what the file cannot say comes from the ArchSpec (registry.py). Each block's FFN is
+chosen at build time: dense (`ffn_gate/up/down`) or sparse (`blk[i].moe`, see moe.py).
 
 Legend: T new tokens, D model width, H/Hkv query/kv heads, Dk/Dv head dims, V vocabulary.
 """
@@ -22,6 +23,8 @@ from .errors import GGUFFormatError
 from .gguf_file import GGUFFile
 from .kv_cache import KVCache
 from .layers import Rope, RopeParams, attention, causal_mask, gated_activation, rms_norm, softcap
+from .models.deepseek2 import MLA, build_mla, mla_attention_scale, mla_rope_scaling
+from .moe import MoE, build_moe, is_sparse
 from .registry import ArchSpec
 
 _LINEARS = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output",
@@ -49,6 +52,8 @@ class Block:
     ffn_up: QLinear | None = None
     ffn_down: QLinear | None = None
     post_ffw_norm: torch.Tensor | None = None
+    moe: MoE | None = None             # sparse FFN (ffn_gate_inp, ffn_*_exps, ffn_*_shexp)
+    mla: MLA | None = None             # latent attention (attn_q_a, attn_kv_a_mqa, attn_k_b, ...)
     rope: Rope | None = field(default=None, repr=False)
     window: int = 0
 
@@ -62,6 +67,8 @@ class Transformer:
         out_name = "output.weight" if "output.weight" in gf.tensors else "token_embd.weight"
         self.output = QLinear(self._qtensor(out_name))
         self.output_norm = self._vector("output_norm.weight")
+        self._freq_factors = self._vector("rope_freqs.weight")
+        self._ropes: dict[tuple, Rope] = {}
         self.blk = [self._block(i) for i in range(config.block_count)]
         c = config
         self.embed_scale = math.sqrt(c.embedding_length) if spec.embed_scale_sqrt \
@@ -88,25 +95,43 @@ class Transformer:
                 setattr(b, name, QLinear(w.qtensor(), bias))
         for name in _NORMS:
             setattr(b, name, self._vector(f"blk.{i}.{name}.weight"))
-        if (b.attn_q is None and b.attn_qkv is None) or b.attn_output is None \
-                or b.ffn_up is None or b.ffn_down is None:
-            raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors")
         c = self.config
+        if is_sparse(c, i):
+            b.moe = build_moe(self.gf, i, c, self.spec)
+        if c.kv_lora_rank > 0:
+            b.mla = build_mla(self.gf, i, c)
+        if (b.attn_q is None and b.attn_qkv is None and b.mla is None) or b.attn_output is None \
+                or (b.moe is None and (b.ffn_up is None or b.ffn_down is None)):
+            raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors")
         swa = bool(c.swa_layers[i]) if c.swa_layers else False
         b.window = c.sliding_window if swa else 0
         swa_rope = swa and self.spec.swa_pattern > 0
-        b.rope = Rope(RopeParams(
+        b.rope = self._shared_rope(RopeParams(
             n_rot=c.rope_dimension_count,
             base=c.rope_freq_base_swa if swa_rope else c.rope_freq_base,
             style=self.spec.rope_style,
-            # llama.cpp: sliding layers rotate with freq_scale_swa, which is 1 (no scaling)
-            # unless the family copies the global scale (gemma2); Gemma 3 4B+ scale only global.
-            scaling=RopeScaling() if swa_rope and self.spec.name != "gemma2" else c.rope_scaling,
-            freq_factors=self._vector("rope_freqs.weight")))
+            scaling=self._rope_scaling(b, swa_rope),
+            freq_factors=self._freq_factors))
         return b
+
+    def _rope_scaling(self, b: Block, swa_rope: bool) -> RopeScaling:
+        # llama.cpp: sliding layers rotate with freq_scale_swa, which is 1 (no scaling)
+        # unless the family copies the global scale (gemma2); Gemma 3 4B+ scale only global.
+        if swa_rope and self.spec.name != "gemma2":
+            return RopeScaling()
+        return mla_rope_scaling(self.config) if b.mla is not None else self.config.rope_scaling
+
+    def _shared_rope(self, params: RopeParams) -> Rope:
+        """One Rope per distinct parameter set, shared by the layers that use it."""
+        key = (params.n_rot, params.base, params.style, params.scaling)
+        if key not in self._ropes:
+            self._ropes[key] = Rope(params)
+        return self._ropes[key]
 
     def _attention_scale(self) -> float:
         c = self.config
+        if c.kv_lora_rank > 0:
+            return mla_attention_scale(c)
         if c.attention_scale:
             return c.attention_scale
         # llama.cpp: Gemma 2/3 27B scale by n_embd/n_head, not the head dim.
@@ -147,32 +172,50 @@ class Transformer:
         if b.post_attention_norm is not None:
             h = rms_norm(h, b.post_attention_norm, eps)
         x = x + (h * c.residual_scale if c.residual_scale else h)
-        h = self._ffn(b, rms_norm(x, b.ffn_norm, eps))
+        h = rms_norm(x, b.ffn_norm, eps)
+        h = b.moe(h) if b.moe is not None else self._ffn(b, h)
         if b.post_ffw_norm is not None:
             h = rms_norm(h, b.post_ffw_norm, eps)
         return x + (h * c.residual_scale if c.residual_scale else h)
 
     def _attention(self, b: Block, x: torch.Tensor, pos: torch.Tensor,
                    cache: KVCache) -> torch.Tensor:
+        n_tok = x.shape[0]
+        q, k, v = b.mla.qkv(x, b.rope, pos) if b.mla is not None else self._qkv(b, x, pos)
+        keys, values, k_pos = cache.update(b.index, k, v, b.window)  # (Hkv, S, Dk), (Hkv, S, Dv)
+        # One new token sees every cached key the cache handed back (the window is sliced).
+        mask = causal_mask(pos, k_pos, b.window) if n_tok > 1 else None
+        out = attention(q.transpose(0, 1), keys, values, mask, self.attn_scale,
+                        self.config.attn_logit_softcapping)          # (T, H*Dv)
+        if b.mla is not None:
+            out = b.mla.values(out)
+        return b.attn_output(out)
+
+    def _qkv(self, b: Block, x: torch.Tensor, pos: torch.Tensor):
+        """x (T, D) -> q (T, H, Dk), k (T, Hkv, Dk), v (T, Hkv, Dv), normed and rotated."""
         c, i, n_tok = self.config, b.index, x.shape[0]
         n_head, n_kv, dk, dv = c.head_count[i], c.head_count_kv[i], c.key_length, c.value_length
         if b.attn_qkv is not None:
             q, k, v = b.attn_qkv(x).split([n_head * dk, n_kv * dk, n_kv * dv], dim=-1)
         else:
             q, k, v = b.attn_q(x), b.attn_k(x), b.attn_v(x)
-        q = q.view(n_tok, n_head, dk)                           # (T, H, Dk)
+        q, k = self._qk_norm(b, q, k, per_head=False)
+        q = q.reshape(n_tok, n_head, dk)                        # (T, H, Dk)
         k = k.reshape(n_tok, n_kv, dk)                          # (T, Hkv, Dk)
         v = v.reshape(n_tok, n_kv, dv)                          # (T, Hkv, Dv)
-        if b.attn_q_norm is not None:
-            q = rms_norm(q, b.attn_q_norm, c.norm_epsilon)
-            k = rms_norm(k, b.attn_k_norm, c.norm_epsilon)
+        q, k = self._qk_norm(b, q, k, per_head=True)
         cos, sin = b.rope.cos_sin(pos)
-        q, k = b.rope.apply(q, cos, sin), b.rope.apply(k, cos, sin)
-        keys, values, k_pos = cache.update(i, k, v, b.window)   # (Hkv, S, Dk), (Hkv, S, Dv)
-        mask = causal_mask(pos, k_pos, b.window)
-        out = attention(q.transpose(0, 1), keys, values, mask, self.attn_scale,
-                        c.attn_logit_softcapping)               # (T, H*Dv)
-        return b.attn_output(out)
+        return b.rope.apply(q, cos, sin), b.rope.apply(k, cos, sin), v
+
+    def _qk_norm(self, b: Block, q: torch.Tensor, k: torch.Tensor,
+                 per_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q/K RMSNorm, per head (qwen3: a norm of Dk) or over the whole projection (OLMoE: of
+        H*Dk, applied before the split into heads); told apart by the norm's size."""
+        w = b.attn_q_norm
+        if w is None or (w.numel() == self.config.key_length) != per_head:
+            return q, k
+        eps = self.config.norm_epsilon
+        return rms_norm(q, w, eps), rms_norm(k, b.attn_k_norm, eps)
 
     def _ffn(self, b: Block, x: torch.Tensor) -> torch.Tensor:
         up = b.ffn_up(x)

@@ -1,0 +1,1 @@
+"""Per-family pieces whose math differs from the generic decoder (one small file each)."""

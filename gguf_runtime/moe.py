@@ -1,0 +1,239 @@
+"""Sparse (Mixture-of-Experts) FFN, as llama.cpp's `build_moe_ffn`: a router scores the experts,
+each token runs its top-k experts and sums their outputs weighted by the router; shared experts
+(`ffn_*_shexp`) run for every token.
+
+Which layers are sparse is decided at build time (`is_sparse`): all layers of a model with
+`{arch}.expert_count` > 0 except the `leading_dense_block_count` first ones (DeepSeek), which
+keep the dense FFN. The decoder loop is the same for both (transformer.py).
+
+Legend: T tokens, D model width, E experts, K experts used per token, F expert FFN width,
+G expert groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from quant import QuantError
+from quant.qlinear import ExpertStack, QLinear
+
+from .config import ModelConfig
+from .errors import GGUFFormatError
+from .gguf_file import GGUFFile, TensorInfo
+from .layers import gated_activation
+from .registry import ArchSpec
+
+# llama.cpp's llama_expert_gating_func_type; 0 (unset) means softmax, as llama.cpp's deepseek2.
+GATING_FUNCS = {0: "softmax", 1: "softmax", 2: "sigmoid"}
+# ggml's clamp of the sum of the selected weights before renormalising (smallest normal f16).
+_MIN_WEIGHT_SUM = 6.103515625e-5
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How a router turns its logits into K weighted experts (the same for every sparse layer)."""
+
+    n_expert: int
+    n_used: int
+    gating: str                  # "softmax" | "sigmoid": router logits -> probabilities
+    norm: bool                   # renormalise the K selected probabilities to sum to 1
+    scale: float                 # then multiply them (1: none)
+    n_group: int = 0             # DeepSeek-V3 group-limited selection (0 or 1: off)
+    n_group_used: int = 0
+
+    @classmethod
+    def from_config(cls, c: ModelConfig, spec: ArchSpec) -> "Routing":
+        norm = spec.expert_weights_norm
+        gating = spec.expert_gating
+        if gating == "file":
+            gating = GATING_FUNCS.get(c.expert_gating_func, f"#{c.expert_gating_func}")
+        return cls(c.expert_count, c.expert_used_count, gating,
+                   c.expert_weights_norm if norm is None else norm,
+                   c.expert_weights_scale or 1.0, c.expert_group_count, c.expert_group_used_count)
+
+
+def routing_problem(c: ModelConfig, spec: ArchSpec) -> str | None:
+    """One line saying why the expert keys cannot be run (llama.cpp's asserts), else None."""
+    a, n, k = c.architecture, c.expert_count, c.expert_used_count
+    if n <= 0:
+        return None
+    if not 1 <= k <= n:
+        return f"{a}.expert_used_count is {k}; it must be between 1 and {a}.expert_count ({n})"
+    gating = Routing.from_config(c, spec).gating
+    if gating not in ("softmax", "sigmoid"):
+        return f"{a}.expert_gating_func {c.expert_gating_func} is not supported " \
+               f"(supported: 1 softmax, 2 sigmoid)"
+    g, gu = c.expert_group_count, c.expert_group_used_count
+    if g > 1 and (n % g or not 0 < gu < g or n // g < 2):
+        return f"{a}.expert_group_count {g} / expert_group_used_count {gu} do not fit " \
+               f"{n} experts"
+    return None
+
+
+def is_sparse(c: ModelConfig, layer: int) -> bool:
+    """Whether block `layer` has an expert FFN (decided from the config, as llama.cpp does)."""
+    return c.expert_count > 0 and layer >= c.leading_dense_block_count
+
+
+def route(logits: torch.Tensor, r: Routing,
+          bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits (T, E) -> weights (T, K) and selected expert ids (T, K), best first.
+
+    `bias` (E,) (DeepSeek-V3's exp_probs_b) shifts the probabilities for the selection only;
+    the weights are the unbiased probabilities of the selected experts.
+    """
+    probs = torch.softmax(logits, -1) if r.gating == "softmax" else torch.sigmoid(logits)
+    select = probs + bias if bias is not None else probs                  # (T, E)
+    if r.n_group > 1:
+        select = _limit_groups(select, r.n_group, r.n_group_used)
+    selected = select.topk(r.n_used, dim=-1).indices                      # (T, K)
+    weights = probs.gather(-1, selected)                                  # (T, K)
+    if r.norm:
+        weights = weights / weights.sum(-1, keepdim=True).clamp(min=_MIN_WEIGHT_SUM)
+    if r.scale != 1.0:
+        weights = weights * r.scale
+    return weights, selected
+
+
+def _limit_groups(select: torch.Tensor, n_group: int, n_used: int) -> torch.Tensor:
+    """Keep only the experts of the n_used groups whose two best scores sum highest."""
+    n_tok, n_expert = select.shape
+    groups = select.view(n_tok, n_group, n_expert // n_group)             # (T, G, E/G)
+    score = groups.topk(2, dim=-1).values.sum(-1)                         # (T, G)
+    drop = torch.ones(n_tok, n_group, dtype=torch.bool)
+    drop.scatter_(1, score.topk(n_used, dim=-1).indices, False)
+    return groups.masked_fill(drop[..., None], float("-inf")).view(n_tok, n_expert)
+
+
+@dataclass
+class MoE:
+    """One sparse FFN; attributes are the block's GGUF tensor names (None when absent)."""
+
+    routing: Routing
+    activation: str                                  # "silu" | "gelu" (gated)
+    ffn_gate_inp: QLinear                            # router (E, D)
+    ffn_up_exps: ExpertStack                         # (E, F, D)
+    ffn_down_exps: ExpertStack                       # (E, D, F)
+    ffn_gate_exps: ExpertStack | None = None         # (E, F, D); absent: silu(up) only
+    exp_probs_b: torch.Tensor | None = None          # (E,) selection bias (DeepSeek-V3)
+    ffn_gate_shexp: QLinear | None = None            # shared experts, one dense gated FFN
+    ffn_up_shexp: QLinear | None = None
+    ffn_down_shexp: QLinear | None = None
+    ffn_gate_inp_shexp: torch.Tensor | None = None   # (D,) Qwen2-MoE: shared FFN's sigmoid gate
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, D) normed hidden states -> (T, D) FFN output."""
+        weights, selected = route(self.ffn_gate_inp(x), self.routing, self.exp_probs_b)
+        out = self._routed(x, weights, selected)
+        if self.ffn_up_shexp is not None:
+            out = out + self._shared(x)
+        return out
+
+    def _routed(self, x: torch.Tensor, weights: torch.Tensor,
+                selected: torch.Tensor) -> torch.Tensor:
+        """Grouped dispatch: tokens are grouped by expert, so each selected expert runs one
+        matmul per projection over all its tokens and its bytes are read once per step."""
+        n_used = selected.shape[1]
+        order = torch.argsort(selected.reshape(-1), stable=True)          # (T*K,) by expert
+        tokens = order // n_used                                          # (T*K,)
+        slot_w = weights.reshape(-1)[order]                               # (T*K,)
+        counts = torch.bincount(selected.reshape(-1), minlength=self.routing.n_expert)
+        out = torch.zeros_like(x)                                         # (T, D)
+        start = 0
+        for e, n in enumerate(counts.tolist()):
+            if n:
+                rows = tokens[start:start + n]
+                y = self._expert(e, x[rows]) * slot_w[start:start + n, None]
+                out.index_add_(0, rows, y)
+                start += n
+        return out
+
+    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        up = self.ffn_up_exps.expert(e)(x)                                # (n, F)
+        if self.ffn_gate_exps is None:
+            return self.ffn_down_exps.expert(e)(torch.nn.functional.silu(up))
+        gate = self.ffn_gate_exps.expert(e)(x)
+        return self.ffn_down_exps.expert(e)(gated_activation(gate, up, self.activation))
+
+    def _shared(self, x: torch.Tensor) -> torch.Tensor:
+        h = gated_activation(self.ffn_gate_shexp(x), self.ffn_up_shexp(x), self.activation)
+        out = self.ffn_down_shexp(h)                                      # (T, D)
+        if self.ffn_gate_inp_shexp is not None:
+            out = out * torch.sigmoid(x @ self.ffn_gate_inp_shexp)[:, None]
+        return out
+
+
+# ---------------------------------------------------------------------- loading
+class BlockTensors:
+    """Fetches blk.{i}.* tensors and checks their shapes; errors name the file and tensor.
+
+    `context` ends the error messages ("qwen3moe with 8 experts of width 64").
+    """
+
+    def __init__(self, gf: GGUFFile, i: int, context: str):
+        self.gf, self.i, self.context = gf, i, context
+
+    def info(self, name: str, shape: tuple, required: bool = True) -> TensorInfo | None:
+        """The tensor blk.{i}.{name}; `shape` may hold None for a size read from the file."""
+        full = f"blk.{self.i}.{name}"
+        t = self.gf.tensors.get(full)
+        if t is None:
+            if required:
+                raise GGUFFormatError(f"{self.gf.path}: required tensor {full!r} is missing "
+                                      f"({self.context})")
+            return None
+        got = t.shape
+        while len(got) > len(shape) and got[0] == 1:     # ggml's trailing ne = 1: (1, D) is (D,)
+            got = got[1:]
+        if len(got) != len(shape) or any(w is not None and w != s for w, s in zip(shape, got)):
+            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
+            raise GGUFFormatError(f"{self.gf.path}: tensor {full!r} has shape {t.shape}, "
+                                  f"expected {want} ({self.context})")
+        return t
+
+    def stack(self, name: str, shape: tuple, required: bool = True) -> ExpertStack | None:
+        t = self.info(name, shape, required)
+        if t is None:
+            return None
+        try:
+            return ExpertStack(t.qtensor(), f"blk.{self.i}.{name}")
+        except QuantError as e:
+            raise GGUFFormatError(f"{self.gf.path}: {e}") from None
+
+    def linear(self, name: str, shape: tuple, required: bool = True) -> QLinear | None:
+        t = self.info(name, shape, required)
+        return QLinear(t.qtensor()) if t is not None else None
+
+    def vector(self, name: str, n: int, required: bool = False) -> torch.Tensor | None:
+        t = self.info(name, (n,), required)
+        return t.qtensor().dequantize().reshape(n) if t is not None else None
+
+
+def build_moe(gf: GGUFFile, i: int, config: ModelConfig, spec: ArchSpec) -> MoE:
+    """The sparse FFN of block i, every tensor checked against expert_count and the width.
+
+    Raises GGUFFormatError naming the tensor when one is missing or has the wrong shape.
+    """
+    problem = routing_problem(config, spec)
+    if problem:
+        raise GGUFFormatError(f"{gf.path}: {problem}")
+    n, d = config.expert_count, config.embedding_length
+    ld = BlockTensors(gf, i, f"{config.architecture} with {n} experts of width {d}")
+    router = ld.linear("ffn_gate_inp.weight", (n, d))
+    up = ld.stack("ffn_up_exps.weight", (n, None, d))
+    f = up.out_features
+    moe = MoE(Routing.from_config(config, spec), spec.activation, ffn_gate_inp=router,
+              ffn_up_exps=up,
+              ffn_down_exps=ld.stack("ffn_down_exps.weight", (n, d, f)),
+              ffn_gate_exps=ld.stack("ffn_gate_exps.weight", (n, f, d), required=False),
+              exp_probs_b=ld.vector("exp_probs_b.bias", n))
+    shared = config.expert_shared_count > 0 or config.expert_shared_feed_forward_length > 0
+    if shared or f"blk.{i}.ffn_up_shexp.weight" in gf.tensors:
+        moe.ffn_up_shexp = ld.linear("ffn_up_shexp.weight", (None, d))
+        fs = moe.ffn_up_shexp.out_features
+        moe.ffn_gate_shexp = ld.linear("ffn_gate_shexp.weight", (fs, d))
+        moe.ffn_down_shexp = ld.linear("ffn_down_shexp.weight", (d, fs))
+        moe.ffn_gate_inp_shexp = ld.vector("ffn_gate_inp_shexp.weight", d)
+    return moe
