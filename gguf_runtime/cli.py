@@ -67,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="Hugging Face folder -> GGUF (F32/F16/BF16/Q8_0)")
     convert_cmd.add_arguments(p)
 
-    for name, text in [("quantize", "requantize an F32/F16/BF16 GGUF"),
-                       ("serve", "HTTP server")]:
+    from . import requantize as quantize_cmd
+
+    p = sub.add_parser("quantize", help="requantize an F32/F16/BF16 GGUF (Q4_K_M, Q6_K, ...)")
+    quantize_cmd.add_arguments(p)
+
+    for name, text in [("serve", "HTTP server")]:
         p = sub.add_parser(name, help=f"{text} (not implemented yet)")
         p.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -186,8 +190,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return convert_cmd.run(args) or 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from . import requantize as quantize_cmd
+    return quantize_cmd.run(args) or 0
+
+
 COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "chat": cmd_chat, "bench": cmd_bench,
-            "convert": cmd_convert}
+            "convert": cmd_convert, "quantize": cmd_quantize}
 
 
 def main(argv: list[str] | None = None) -> int:

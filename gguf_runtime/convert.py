@@ -1,6 +1,6 @@
-"""Hugging Face folder -> GGUF (F32, F16, BF16, Q8_0), one tensor in memory at a time.
+"""Hugging Face folder -> GGUF (float, Q8_0, legacy and K-quant mixes), one tensor at a time.
 
-    convert(src_dir, out_path, out_type="F16")      # or: gguf-runtime convert SRC -o OUT.gguf
+    convert(src_dir, out_path, out_type="Q4_K_M")   # or: gguf-runtime convert SRC --type Q4_K_M
 
 The folder holds config.json, *.safetensors (one file, or shards with
 model.safetensors.index.json) and optionally tokenizer.model / tokenizer.json. Pipeline:
@@ -11,37 +11,43 @@ model.safetensors.index.json) and optionally tokenizer.model / tokenizer.json. P
 The file is written under a temporary name in the output folder and renamed at the end, so a
 failed conversion never leaves a half-written file under the final name.
 
-Output types follow llama.cpp: 1-D tensors (norms, biases, rope_freqs) are always F32; 2-D
-weights take the requested type, Q8_0 falling back to F16 for rows not a multiple of 32.
+Output types follow llama.cpp (convert_types.py): 1-D tensors (norms, biases, rope_freqs) are
+always F32; 2-D weights take what `llama-quantize` would give them from an F16 file (Q4_K_M:
+Q6_K for output and some attn_v / ffn_down, fallbacks for rows not a multiple of 256, ...),
+quantized here from the float32 source with `quant.quantize` (llama.cpp's reference
+quantizers, no importance matrix). Peak memory is about one float32 tensor and its blocks.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
-from gguf import LlamaFileType, quants
+
+import quant
 
 from .convert_arch import (Family, HParams, detect_family, expected_shape, gguf_name,
                            hyperparameters, llama3_rope_freqs, transform)
 from .convert_source import (ConvertError, HFSource, OutputExistsError, ShapeMismatchError,
                              SourceError)
+from .convert_types import (FILE_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
+                            choose_types, file_type)
 from .convert_vocab import Vocab, load_vocab
-from .errors import GGUFError, UnsupportedError
+from .errors import GGUFError, QuantError
 
 T = GGMLQuantizationType
-OUT_TYPES = {"F32": (T.F32, LlamaFileType.ALL_F32), "F16": (T.F16, LlamaFileType.MOSTLY_F16),
-             "BF16": (T.BF16, LlamaFileType.MOSTLY_BF16),
-             "Q8_0": (T.Q8_0, LlamaFileType.MOSTLY_Q8_0)}
+QUANTIZE_CHUNK = 1 << 22         # weights per quant.quantize call (16 MB of float32)
 
-__all__ = ["convert", "add_arguments", "run", "main", "OUT_TYPES", "ConvertError",
-           "SourceError", "ShapeMismatchError", "OutputExistsError"]
+__all__ = ["convert", "add_arguments", "run", "main", "FILE_TYPES", "TYPE_NAMES", "ConvertError",
+           "SourceError", "ShapeMismatchError", "OutputExistsError", "Progress", "quantize_rows"]
 
 
 @dataclass
@@ -68,36 +74,36 @@ class Job:
     h: HParams
     family: Family
     vocab: Vocab | None
-    qtype: GGMLQuantizationType
-    file_type: LlamaFileType
+    ft: FileType
+    pure: bool = False
 
 
 def convert(src_dir, out_path, out_type: str = "F16", force: bool = False,
-            progress: bool = True) -> Path:
+            progress: bool = True, pure: bool = False) -> Path:
     """Convert a Hugging Face model folder to one GGUF file.
 
     Args:
         src_dir: folder with config.json and *.safetensors (tokenizer files optional).
         out_path: the .gguf file to write.
-        out_type: "F32", "F16", "BF16" or "Q8_0" for 2-D weights (1-D tensors stay F32).
+        out_type: a name of TYPE_NAMES: "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0",
+            "Q5_1", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K" ("Q4_K" / "Q5_K": the _M
+            mixes, as llama-quantize). Per-tensor types follow llama.cpp (convert_types.py).
         force: overwrite out_path if it exists.
         progress: show a progress bar on stderr.
+        pure: as llama-quantize --pure: no per-tensor mix, every 2-D weight the base type.
     Returns:
         out_path as a Path. Raises GGUFError subclasses (SourceError, ShapeMismatchError,
         OutputExistsError, UnsupportedError, ConvertError) with one-line messages.
     """
     out = Path(out_path)
-    key = str(out_type).upper()
-    if key not in OUT_TYPES:
-        raise UnsupportedError(f"output type {out_type!r} is not supported; supported: "
-                               f"{', '.join(OUT_TYPES)}")
+    ft = file_type(out_type)
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: already exists (pass force=True / --force to overwrite)")
     src = HFSource(src_dir)
     try:
         h = HParams(src.config, str(src.folder))
         family = detect_family(h)
-        job = Job(src, h, family, load_vocab(src.folder, h, family.arch), *OUT_TYPES[key])
+        job = Job(src, h, family, load_vocab(src.folder, h, family.arch), ft, pure)
         _write(job, _plan(job), out, progress)
     finally:
         src.close()
@@ -118,21 +124,30 @@ def _plan(job: Job) -> list[PlannedTensor]:
         if shape != want:
             raise ShapeMismatchError(f"{job.src.files[hf_name]}: tensor {hf_name!r} has shape "
                                      f"{list(shape)}, config.json implies {list(want)}")
-        plan.append(PlannedTensor(name, shape, _storage_type(shape, job.qtype), hf_name=hf_name))
+        plan.append(PlannedTensor(name, shape, _base_type(shape, job.ft), hf_name=hf_name))
     names = {t.name for t in plan}
     for required in ("token_embd.weight", "output_norm.weight"):
         if required not in names:
             raise ConvertError(f"{job.src.folder}: no tensor for {required!r} "
                                f"(expected model.embed_tokens / model.norm)")
+    types = choose_types([TensorSpec(t.name, t.shape, t.qtype) for t in plan], job.ft,
+                         _model_info(job), job.pure)
+    for t in plan:
+        t.qtype = types[t.name]
     return sorted(plan, key=_file_order)
 
 
-def _storage_type(shape: tuple[int, ...], qtype: GGMLQuantizationType) -> GGMLQuantizationType:
+def _base_type(shape: tuple[int, ...], ft: FileType) -> GGMLQuantizationType:
+    """The type before llama.cpp's quantization rules: what convert_hf_to_gguf.py writes."""
     if len(shape) <= 1:
         return T.F32
-    if qtype == T.Q8_0 and shape[-1] % GGML_QUANT_SIZES[T.Q8_0][0]:
-        return T.F16
-    return qtype
+    return T.F16 if ft.quantized else ft.default
+
+
+def _model_info(job: Job) -> ModelInfo:
+    h = job.h
+    n_expert = h.find("num_local_experts", "num_experts", "n_routed_experts", default=0)
+    return ModelInfo(job.family.arch, h.n_layer, int(n_expert or 0), h.n_head, h.n_kv)
 
 
 def _file_order(t: PlannedTensor) -> tuple:
@@ -155,10 +170,10 @@ def _write(job: Job, plan: list[PlannedTensor], out: Path, progress: bool) -> No
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        with _progress_bar(plan, out, progress) as bar:
+        with Progress(sum(t.nbytes for t in plan), len(plan), out, progress) as bar:
             for t in plan:
                 w.write_tensor_data(_tensor_bytes(job, t))
-                bar.update(t.nbytes)
+                bar.tensor_done(t.nbytes)
         w.close()
         os.replace(tmp, out)
     except GGUFError:
@@ -173,7 +188,7 @@ def _write(job: Job, plan: list[PlannedTensor], out: Path, progress: bool) -> No
 def _add_metadata(w: GGUFWriter, job: Job, plan: list[PlannedTensor]) -> None:
     w.add_type("model")
     w.add_name(job.src.folder.resolve().name)
-    w.add_file_type(int(job.file_type))
+    w.add_file_type(int(job.ft.ftype))
     w.add_quantization_version(GGML_QUANT_VERSION)
     kv = hyperparameters(job.family, job.h)
     # llama.cpp writes vocab_size for llama only; the runtime needs it for files without tokens.
@@ -189,15 +204,54 @@ def _add_metadata(w: GGUFWriter, job: Job, plan: list[PlannedTensor]) -> None:
 def _tensor_bytes(job: Job, t: PlannedTensor) -> np.ndarray:
     """Read, fix and quantize one tensor; the float copy is dropped when this returns."""
     data = t.data if t.data is not None else job.src.read(t.hf_name)
-    data = transform(job.family, job.h, t.name, data)
-    return quants.quantize(np.ascontiguousarray(data.numpy()), t.qtype)
+    rows = transform(job.family, job.h, t.name, data).reshape(-1, t.shape[-1])   # (R, C)
+    try:
+        return quantize_rows(lambda start, stop: rows[start:stop], t.shape, t.qtype)
+    except QuantError as e:
+        raise ConvertError(f"{job.src.folder}: tensor {t.hf_name or t.name!r}: {e}") from e
 
 
-def _progress_bar(plan: list[PlannedTensor], out: Path, enabled: bool):
-    from tqdm import tqdm
+def quantize_rows(rows: Callable[[int, int], torch.Tensor], shape: tuple[int, ...],
+                  qtype: GGMLQuantizationType) -> np.ndarray:
+    """`quant.quantize` of a (..., C) tensor, fed QUANTIZE_CHUNK weights at a time.
 
-    return tqdm(total=sum(t.nbytes for t in plan), unit="B", unit_scale=True,
-                desc=f"writing {out.name}", disable=not enabled, file=sys.stderr)
+    rows(start, stop) gives rows [start, stop) of the (R, C) view as float32. Blocks never
+    span rows, so the bytes equal one call on the whole tensor; the quantizer's temporaries
+    (its finiteness check alone is 1.25x its input) stay the size of a chunk.
+    """
+    n_cols = shape[-1]
+    n_rows = math.prod(shape[:-1])
+    block, type_size = GGML_QUANT_SIZES[qtype]
+    row_nbytes = n_cols // block * type_size
+    out = np.empty(n_rows * row_nbytes, dtype=np.uint8)
+    step = max(1, QUANTIZE_CHUNK // n_cols)
+    for start in range(0, n_rows, step):
+        stop = min(n_rows, start + step)
+        out[start * row_nbytes:stop * row_nbytes] = quant.quantize(rows(start, stop), qtype).numpy()
+    return out
+
+
+class Progress:
+    """A tqdm bar on stderr counting output bytes, with tensors written as its postfix."""
+
+    def __init__(self, total_bytes: int, n_tensors: int, out: Path, enabled: bool):
+        from tqdm import tqdm
+
+        self.n_tensors, self.done = n_tensors, 0
+        self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"writing {out.name}",
+                        disable=not enabled, file=sys.stderr)
+        self.bar.set_postfix_str(f"0/{n_tensors} tensors", refresh=False)
+
+    def tensor_done(self, nbytes: int) -> None:
+        self.done += 1
+        self.bar.set_postfix_str(f"{self.done}/{self.n_tensors} tensors", refresh=False)
+        self.bar.update(nbytes)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 # ------------------------------------------------------------------ command line
@@ -207,7 +261,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--outfile", default=None,
                    help="output .gguf (default: SRC_DIR-TYPE.gguf next to the folder)")
     p.add_argument("--type", "--outtype", dest="out_type", default="F16", type=str.upper,
-                   choices=list(OUT_TYPES), help="type of 2-D weights (default F16)")
+                   choices=TYPE_NAMES, metavar="TYPE",
+                   help=f"output type, per-tensor rules as llama-quantize (default F16): "
+                        f"{', '.join(TYPE_NAMES)}")
+    p.add_argument("--pure", action="store_true",
+                   help="no Q4_K_M-style mix: every 2-D weight takes the base type")
     p.add_argument("--force", action="store_true", help="overwrite the output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -217,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.src_dir)
     out = Path(args.outfile) if args.outfile else \
         src.resolve().with_name(f"{src.resolve().name}-{args.out_type}.gguf")
-    path = convert(src, out, args.out_type, force=args.force, progress=not args.quiet)
+    path = convert(src, out, args.out_type, force=args.force, progress=not args.quiet,
+                   pure=args.pure)
     print(path)
     return 0
 

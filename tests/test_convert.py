@@ -156,6 +156,164 @@ def test_output_types(tmp_path, out_type, weight_type, tol):
     assert ((got - ref).abs().max() / ref.abs().max()).item() < tol
 
 
+# ------------------------------------------------------------------ K-quant mixes (llama.cpp's rules)
+# Rows of 256 (K-quant blocks fit) and 8 layers: llama.cpp's use_more_bits(i, 8) picks 0, 3, 6, 7.
+WIDE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=8, vocab_size=512)
+MORE_8 = [True, False, False, True, False, False, True, True]
+MORE_2 = [False, True]                         # n_layer 2: the last quarter
+MORE_6 = [False, False, True, False, False, True]
+
+
+def per_layer(more: list[bool], yes: str, no: str) -> list[str]:
+    return [yes if m else no for m in more]
+
+
+# What llama.cpp's llama_model_quantize chooses for the F16 file of each model (verified by
+# tools/check_quant_rules_vs_llamacpp.py): per tensor kind, one type or one per layer; 1-D F32.
+EXPECTED_TYPES = {
+    ("llama", "Q4_K_M"): {                       # WIDE, untied: token_embd keeps the default
+        "token_embd": "Q4_K", "output": "Q6_K", "attn_q": "Q4_K", "attn_k": "Q4_K",
+        "attn_output": "Q4_K", "ffn_gate": "Q4_K", "ffn_up": "Q4_K",
+        "attn_v": per_layer(MORE_8, "Q6_K", "Q4_K"), "ffn_down": per_layer(MORE_8, "Q6_K", "Q4_K")},
+    ("llama", "Q5_K_M"): {
+        "token_embd": "Q5_K", "output": "Q6_K", "attn_q": "Q5_K", "attn_k": "Q5_K",
+        "attn_output": "Q5_K", "ffn_gate": "Q5_K", "ffn_up": "Q5_K",
+        "attn_v": per_layer(MORE_8, "Q6_K", "Q5_K"), "ffn_down": per_layer(MORE_8, "Q6_K", "Q5_K")},
+    ("llama", "Q4_K_S"): {                       # attn_v of the first 4, ffn_down of the first 8th
+        "token_embd": "Q4_K", "output": "Q6_K", "attn_q": "Q4_K", "attn_k": "Q4_K",
+        "attn_output": "Q4_K", "ffn_gate": "Q4_K", "ffn_up": "Q4_K",
+        "attn_v": ["Q5_K"] * 4 + ["Q4_K"] * 4, "ffn_down": ["Q5_K"] + ["Q4_K"] * 7},
+    ("llama", "Q6_K"): {k: "Q6_K" for k in ("token_embd", "output", "attn_q", "attn_k", "attn_v",
+                                            "attn_output", "ffn_gate", "ffn_up", "ffn_down")},
+    ("llama", "Q4_0"): {**{k: "Q4_0" for k in ("token_embd", "attn_q", "attn_k", "attn_v",
+                                               "attn_output", "ffn_gate", "ffn_up", "ffn_down")},
+                        "output": "Q6_K"},
+    # Tiny qwen2 (tied, rows of 64 / 128): token_embd takes output's rule, Q8_0 as 64 % 256;
+    # every K-quant falls back (Q4_K -> Q5_0, Q6_K -> Q8_0).
+    ("qwen2", "Q4_K_M"): {
+        "token_embd": "Q8_0", "attn_q": "Q5_0", "attn_k": "Q5_0", "attn_output": "Q5_0",
+        "ffn_gate": "Q5_0", "ffn_up": "Q5_0",
+        "attn_v": per_layer(MORE_2, "Q8_0", "Q5_0"), "ffn_down": per_layer(MORE_2, "Q8_0", "Q5_0")},
+    ("gemma3", "Q4_K_M"): {                      # six layers, tied
+        "token_embd": "Q8_0", "attn_q": "Q5_0", "attn_k": "Q5_0", "attn_output": "Q5_0",
+        "ffn_gate": "Q5_0", "ffn_up": "Q5_0",
+        "attn_v": per_layer(MORE_6, "Q8_0", "Q5_0"), "ffn_down": per_layer(MORE_6, "Q8_0", "Q5_0")},
+}
+FILE_TYPE_IDS = {"Q4_K_M": 15, "Q5_K_M": 17, "Q4_K_S": 14, "Q6_K": 18, "Q4_0": 2}
+
+
+def assert_types(gf, expected: dict) -> None:
+    """Every tensor of `gf` has the type `expected` gives its kind (and layer); 1-D are F32."""
+    for t in gf.tensors.values():
+        parts = t.name.split(".")
+        if len(t.shape) == 1:
+            assert t.qtype == T.F32, t.name
+            continue
+        kind = parts[2] if parts[0] == "blk" else parts[0]
+        want = expected[kind]
+        want = want[int(parts[1])] if isinstance(want, list) else want
+        assert t.qtype.name == want, f"{t.name}: {t.qtype.name}, llama.cpp {want}"
+
+
+def model_for(name: str) -> dict:
+    return WIDE if name == "llama" else {}
+
+
+@pytest.mark.parametrize("name, out_type", list(EXPECTED_TYPES))
+def test_k_quant_mix_types_follow_llama_cpp(tmp_path, name, out_type):
+    path = convert(hf_folder(tmp_path, name, **model_for(name)), tmp_path / "m.gguf", out_type,
+                   progress=False)
+    gf = open_gguf(path)
+    assert_types(gf, EXPECTED_TYPES[name, out_type])
+    assert gf.metadata["general.file_type"] == FILE_TYPE_IDS[out_type]
+    assert gf.metadata["general.quantization_version"] == 2
+
+
+def test_q4_k_and_q5_k_are_llama_quantize_aliases_and_pure_is_uniform(tmp_path):
+    src = hf_folder(tmp_path, **WIDE)
+    gf = open_gguf(convert(src, tmp_path / "a.gguf", "q4_k", progress=False))
+    assert_types(gf, EXPECTED_TYPES["llama", "Q4_K_M"])
+    assert gf.metadata["general.file_type"] == 15
+    pure = open_gguf(convert(src, tmp_path / "p.gguf", "Q4_K_M", progress=False, pure=True))
+    assert {t.qtype for t in pure.tensors.values() if len(t.shape) > 1} == {T.Q4_K}
+
+
+# GGUF tensor kind -> transformers parameter, for llama (written out here, not taken from
+# the converter's table, so the round trip is checked independently).
+LLAMA_HF_NAMES = {
+    "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj"}
+
+
+def with_file_weights(model, gf, heads: dict[str, int]):
+    """A copy of a transformers llama holding the file's weights, dequantized, Q/K rows put
+    back in Hugging Face order (GGUF row 2i of a head <- HF row i, 2i+1 <- HF row d/2 + i)."""
+    hf = copy.deepcopy(model)
+    params = dict(hf.named_parameters())
+    for t in gf.tensors.values():
+        parts = t.name.split(".")
+        name = (f"model.layers.{parts[1]}.{LLAMA_HF_NAMES[parts[2]]}.{parts[3]}"
+                if parts[0] == "blk" else f"{LLAMA_HF_NAMES[parts[0]]}.{parts[1]}")
+        w = t.qtensor().dequantize()
+        if parts[-2] in heads:
+            n = heads[parts[-2]]
+            w = w.reshape(n, -1, 2, w.shape[-1]).transpose(1, 2).reshape(w.shape)
+        with torch.no_grad():
+            params[name].copy_(w)
+    return hf
+
+
+def test_q4_k_m_file_runs_in_the_runtime(tmp_path):
+    """The runtime computes exactly the file's (dequantized) weights' forward, and lands near
+    the float model. Random models amplify weight noise (llama.cpp's own Q4_K_M logits on the
+    same files are as far from float), so the model is kept shallow with weights N(0, 0.05)."""
+    case, model = hf_model("llama", **{**WIDE, "num_hidden_layers": 2})
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and "embed" not in name:
+                p.mul_(0.5)
+    src = case.save(model, tmp_path / "model")
+    f32 = convert(src, tmp_path / "f32.gguf", "F32", progress=False)
+    q4km = convert(src, tmp_path / "q4km.gguf", "Q4_K_M", progress=False)
+    ids = (IDS * 3)[:32]
+    ref = gguf_runtime.load(f32, n_ctx=64).logits(ids)
+    got = gguf_runtime.load(q4km, n_ctx=64).logits(ids)
+    with torch.no_grad():
+        exact = with_file_weights(model, open_gguf(q4km), {"attn_q": 4, "attn_k": 2})(
+            torch.tensor([ids])).logits[0]
+    assert ((got - exact).norm() / exact.norm()).item() < 1e-4
+    rel = ((got - ref).norm() / ref.norm()).item()
+    top1 = (got.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert rel < 0.25 and top1 >= 0.6, (rel, top1)        # measured: 0.18, 0.75
+    assert q4km.stat().st_size < 0.2 * f32.stat().st_size
+
+
+def test_non_finite_weight_names_the_tensor(tmp_path):
+    case, model = hf_model()
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        bad.model.layers[1].mlp.up_proj.weight[3, 5] = float("nan")
+    src = case.save(bad, tmp_path / "model")
+    with pytest.raises(GGUFError) as e:
+        convert(src, tmp_path / "m.gguf", "Q8_0", progress=False)
+    assert "model.layers.1.mlp.up_proj.weight" in one_line_error(e) and "NaN" in str(e.value)
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_progress_bar_counts_tensors_and_bytes(tmp_path, capsys):
+    src = hf_folder(tmp_path)
+    capsys.readouterr()                                # transformers' own saving bar
+    convert(src, tmp_path / "a.gguf", progress=False)
+    assert capsys.readouterr().err == ""
+    convert(src, tmp_path / "b.gguf", progress=True)
+    err = capsys.readouterr().err
+    assert "21/21 tensors" in err and "writing b.gguf" in err and "B/s" in err
+
+
 def test_sharded_folder_converts_to_the_same_bytes(tmp_path):
     case, model = hf_model()
     single = case.save(model, tmp_path / "a" / "model")
@@ -322,8 +480,9 @@ def test_tensor_shape_disagreeing_with_config(tmp_path):
 
 def test_bad_output_type(tmp_path):
     with pytest.raises(UnsupportedError) as e:
-        convert(hf_folder(tmp_path), tmp_path / "m.gguf", "Q4_K")
-    assert "Q8_0" in one_line_error(e)
+        convert(hf_folder(tmp_path), tmp_path / "m.gguf", "Q3_K_L")
+    msg = one_line_error(e)
+    assert "'Q3_K_L'" in msg and "Q8_0" in msg and "Q4_K_M" in msg and "Q6_K" in msg
 
 
 def test_existing_output_needs_force(tmp_path):
@@ -382,4 +541,4 @@ def test_cli_hook_for_gguf_runtime(tmp_path, capsys):
     assert run(args) == 0
     default_out = tmp_path / "model-BF16.gguf"
     assert capsys.readouterr().out.strip() == str(default_out) and default_out.is_file()
-    assert convert_module.OUT_TYPES["BF16"][0] == T.BF16
+    assert convert_module.FILE_TYPES["BF16"].default == T.BF16
