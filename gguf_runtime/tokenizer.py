@@ -190,7 +190,7 @@ class Tokenizer:
             self._by_first.setdefault(texts[i][0], []).append(i)
         self._pieces: dict[int, bytes] = {}
         if spm:
-            self._backend = SpmBackend(texts, scores, source)
+            self._backend = SpmBackend(texts, scores, source, ids["unk"])
         elif K + "merges" not in meta:
             raise MissingKeyError(f"{source}: required metadata key '{K}merges' is missing")
         else:

@@ -41,11 +41,12 @@ UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
 # sentencepiece_model.proto, the fields we write:
 #   ModelProto      { repeated SentencePiece pieces = 1; TrainerSpec trainer_spec = 2;
 #                     NormalizerSpec normalizer_spec = 3; }
-#   SentencePiece   { string piece = 1; float score = 2; Type type = 3; }  NORMAL=1 BYTE=6
+#   SentencePiece   { string piece = 1; float score = 2; Type type = 3; }  NORMAL=1 UNKNOWN=2
+#                                                                          BYTE=6
 #   TrainerSpec     { ModelType model_type = 3 (BPE=2); bool byte_fallback = 35; }
 #   NormalizerSpec  { string name = 1; bool add_dummy_prefix = 3;
 #                     bool remove_extra_whitespaces = 4; bool escape_whitespaces = 5; }
-_NORMAL, _BYTE, _BPE = 1, 6, 2
+_NORMAL, _UNKNOWN, _BYTE, _BPE = 1, 2, 6, 2
 
 
 def _varint(n: int) -> bytes:
@@ -61,19 +62,20 @@ def _message(field: int, payload: bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
-def spm_model_proto(pieces: list[bytes], scores: list[float], is_byte: list[bool]) -> bytes:
-    """A serialized sentencepiece BPE ModelProto with identity normalization."""
+def spm_model_proto(pieces: list[bytes], scores: list[float], kinds: list[int]) -> bytes:
+    """A serialized sentencepiece BPE ModelProto with identity normalization; `kinds` are the
+    pieces' sentencepiece types (_NORMAL, _UNKNOWN, _BYTE); byte fallback iff any _BYTE."""
     packed = struct.pack(f"<{len(scores)}f", *scores)
     lengths = [bytes([n]) for n in range(128)]  # one-byte varints, the common case
     records = []
     for i, piece in enumerate(pieces):
-        kind = b"\x18\x06" if is_byte[i] else b"\x18\x01"
+        kind = bytes([3 << 3, kinds[i]])
         n = len(piece)
         body = b"".join((b"\x0a", lengths[n] if n < 128 else _varint(n), piece, b"\x15",
                          packed[4 * i:4 * i + 4], kind))
         n = len(body)
         records.append(b"\x0a" + (lengths[n] if n < 128 else _varint(n)) + body)
-    trainer = bytes([3 << 3, _BPE]) + _varint(35 << 3) + bytes([any(is_byte)])
+    trainer = bytes([3 << 3, _BPE]) + _varint(35 << 3) + bytes([_BYTE in kinds])
     normalizer = _message(1, b"identity") + bytes([3 << 3, 0, 4 << 3, 0, 5 << 3, 0])
     return b"".join(records) + _message(2, trainer) + _message(3, normalizer)
 
@@ -81,13 +83,16 @@ def spm_model_proto(pieces: list[bytes], scores: list[float], is_byte: list[bool
 class SpmBackend:
     """SentencePiece-style merges by token score, with `<0xNN>` byte fallback."""
 
-    def __init__(self, texts: list[str], scores: list[float], source: str):
+    def __init__(self, texts: list[str], scores: list[float], source: str,
+                 unk_id: int | None = None):
         pieces = [t.encode("utf-8", "surrogateescape") for t in texts]
         # llama.cpp's byte fallback looks byte tokens up by their text, whatever their type
-        is_byte = [len(t) == 6 and _BYTE_PIECE.fullmatch(t) is not None for t in texts]
+        kinds = [_BYTE if len(t) == 6 and _BYTE_PIECE.fullmatch(t) else _NORMAL for t in texts]
+        if _BYTE not in kinds and unk_id is not None:
+            kinds[unk_id] = _UNKNOWN       # sentencepiece needs one unless it has byte fallback
         try:
             self._sp = sentencepiece.SentencePieceProcessor(
-                model_proto=spm_model_proto(pieces, scores, is_byte))
+                model_proto=spm_model_proto(pieces, scores, kinds))
         except (RuntimeError, OSError) as e:
             raise UnsupportedError(f"{source}: sentencepiece rejects this vocabulary: "
                                    f"{e}") from None

@@ -28,7 +28,7 @@ from gguf_runtime.errors import GGUFError, UnsupportedError
 from gguf_runtime.gguf_file import open_gguf
 from gguf_runtime.tokenizer import Tokenizer
 from tests.tiny_models import (CASES, CHAT_TEMPLATE, SPECIALS, write_bpe_tokenizer, write_json,
-                               write_spm_tokenizer)
+                               write_spm_tokenizer, write_tiny_tokenizer)
 
 pytest.importorskip("transformers")
 
@@ -423,6 +423,20 @@ def test_sentencepiece_tokenizer(tmp_path):
     ours = Tokenizer.from_metadata(m)
     for text in ["Hello world", "The quick brown fox jumps", "apples, don't we?"]:
         assert ours.encode(text, add_bos=False) == sp.encode(text), text
+
+
+def test_sentencepiece_without_byte_fallback(tmp_path):
+    """The tiny models' vocabulary: no <0xNN> pieces, so unknown characters become <unk>."""
+    import sentencepiece as spm
+
+    src = hf_folder(tmp_path)
+    write_tiny_tokenizer(src)
+    model = gguf_runtime.load(convert(src, tmp_path / "m.gguf", progress=False), n_ctx=64)
+    sp = spm.SentencePieceProcessor(model_file=str(src / "tokenizer.model"))
+    assert model.tokenizer.n_vocab == sp.vocab_size() == 256
+    for text in ["Hello world", "The quick brown fox jumps", "apples, don't we? ✅"]:
+        assert model.tokenizer.encode(text, add_bos=False) == sp.encode(text), text
+    assert 0 in sp.encode("✅")
 
 
 def test_model_with_tokenizer_runs_from_text(tmp_path):

@@ -145,9 +145,9 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int, split_regex: str | None =
         "chat_template": CHAT_TEMPLATE})
 
 
-def write_spm_tokenizer(folder: Path, vocab_size: int) -> None:
-    """A SentencePiece BPE tokenizer.model with byte fallback trained on TEXT (ids: 0 <unk>,
-    1 <s>, 2 </s>)."""
+def write_spm_tokenizer(folder: Path, vocab_size: int, byte_fallback: bool = True) -> None:
+    """A SentencePiece BPE tokenizer.model trained on TEXT (ids: 0 <unk>, 1 <s>, 2 </s>), with
+    byte fallback unless asked (its 256 byte pieces would not fit a 256-token model)."""
     import io
 
     import sentencepiece as spm
@@ -155,6 +155,40 @@ def write_spm_tokenizer(folder: Path, vocab_size: int) -> None:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(TEXT.split(". ")), model_writer=model, vocab_size=vocab_size,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1,
+        model_type="bpe", byte_fallback=byte_fallback, character_coverage=1.0, unk_id=0, bos_id=1,
         eos_id=2, pad_id=-1, minloglevel=2, hard_vocab_limit=False)
     (folder / "tokenizer.model").write_bytes(model.getvalue())
+
+
+def write_tiny_tokenizer(folder: Path) -> None:
+    """A real vocabulary of exactly VOCAB pieces for the tiny models (llama.cpp's converter
+    needs one; every dense family's reads tokenizer.model), ids matching the models' embedding
+    rows and COMMON's bos 1 / eos 2. Unknown characters encode to <unk> (id 0)."""
+    write_spm_tokenizer(folder, VOCAB, byte_fallback=False)
+
+
+# ------------------------------------------------------------------ GGUF fingerprints
+def gguf_tensor_table(path: Path) -> dict[str, dict]:
+    """tensor name -> {type, shape (GGML order), sha256 of its data bytes}."""
+    import hashlib
+
+    from gguf import GGUFReader
+
+    return {t.name: {"type": t.tensor_type.name, "shape": [int(s) for s in t.shape],
+                     "sha256": hashlib.sha256(t.data.tobytes()).hexdigest()}
+            for t in GGUFReader(path).tensors}
+
+
+def gguf_metadata(path: Path) -> dict:
+    """key -> value of every metadata key (the reader's own GGUF.* header fields left out)."""
+    from gguf import GGUFReader
+
+    return {k: f.contents() for k, f in GGUFReader(path).fields.items()
+            if not k.startswith("GGUF.")}
+
+
+def value_digest(value) -> str:
+    """A short stable fingerprint of a metadata value (lists of tokens included)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, default=repr).encode()).hexdigest()[:16]
