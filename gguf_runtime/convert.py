@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import gguf
 import numpy as np
 import torch
 from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
@@ -164,9 +165,9 @@ def _write(job: Job, plan: list[PlannedTensor], out: Path, progress: bool) -> No
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
     w = GGUFWriter(tmp, job.family.arch)
     try:
-        _add_metadata(w, job, plan)
         for t in plan:
             w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+        _add_metadata(w, job, plan)          # after the tensor infos: size_label counts them
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
@@ -187,7 +188,7 @@ def _write(job: Job, plan: list[PlannedTensor], out: Path, progress: bool) -> No
 
 def _add_metadata(w: GGUFWriter, job: Job, plan: list[PlannedTensor]) -> None:
     w.add_type("model")
-    w.add_name(job.src.folder.resolve().name)
+    _add_model_card(w, job.src.folder.resolve())
     w.add_file_type(int(job.ft.ftype))
     w.add_quantization_version(GGML_QUANT_VERSION)
     kv = hyperparameters(job.family, job.h)
@@ -199,6 +200,18 @@ def _add_metadata(w: GGUFWriter, job: Job, plan: list[PlannedTensor]) -> None:
         job.vocab.write(w)
     else:  # llama.cpp's _set_vocab_none: loadable by llama.cpp, token ids only
         w.add_tokenizer_model("none")
+
+
+def _add_model_card(w: GGUFWriter, folder: Path) -> None:
+    """general.* as llama.cpp's prepare_metadata: gguf-py's Metadata from README.md's model card
+    and the folder name (name, basename, finetune, license, tags, ...), size_label from the
+    tensor infos already added (e.g. "107K", "8x7B")."""
+    total, shared, expert, n_expert = w.get_total_parameter_count()
+    meta = gguf.Metadata.load(None, folder, None, total)
+    meta.name = meta.name or folder.name
+    if meta.size_label is None and total > 0:
+        meta.size_label = gguf.size_label(total, shared, expert, n_expert)
+    meta.set_gguf_meta_model(w)
 
 
 def _tensor_bytes(job: Job, t: PlannedTensor) -> np.ndarray:

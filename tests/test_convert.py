@@ -80,6 +80,17 @@ def test_llama_metadata_and_tensors_as_llama_cpp_writes_them(tmp_path):
     assert list(gf.tensors)[0] == "token_embd.weight"
 
 
+def test_general_metadata_from_the_model_card_as_llama_cpp(tmp_path):
+    """general.* from README.md's front matter and the parameter count (gguf-py's Metadata)."""
+    src = hf_folder(tmp_path)
+    (src / "README.md").write_text("---\nlicense: apache-2.0\ntags:\n- tiny\n---\n# Tiny\n")
+    m = open_gguf(convert(src, tmp_path / "m.gguf", progress=False)).metadata
+    n_params = sum(p.numel() for p in hf_model()[1].parameters())
+    assert m["general.license"] == "apache-2.0" and m["general.tags"] == ["tiny"]
+    assert m["general.size_label"] == f"{round(n_params / 1000)}K"
+    assert m["general.name"] == "Model"                            # the folder's name
+
+
 def test_llama_q_k_rows_interleaved_per_head(tmp_path):
     """llama.cpp's permute: head h row 2i <- HF row i, row 2i+1 <- HF row d/2 + i."""
     _, model = hf_model("mistral")                       # head_dim 32 != hidden / heads
