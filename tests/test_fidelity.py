@@ -6,7 +6,12 @@ quantize activations), so logits differ by a few tenths; the bars are the issue'
 - last prompt position: same top-1, top-5 sets share at least 4;
 - greedy continuation, teacher-forced on llama.cpp's 32 tokens: at every step our argmax is
   llama.cpp's token, or llama.cpp itself had a near-tie there: our pick is in its top 5 with a
-  logit within NEAR_TIE of its top 1.
+  logit within NEAR_TIE of its top 1;
+- llama.cpp does not agree with itself either: evaluating prompt + continuation as one batch
+  (the fixture's "batched_top1") picks another argmax at about 6 of 288 steps, and only 3/9
+  (gemma3) or 5/9 (smollm2) of its own continuations survive that. So our teacher-forced
+  mismatches must stay within twice llama.cpp's self-mismatch, and the count of identical
+  free-running continuations is reported next to llama.cpp's own.
 """
 
 from __future__ import annotations
@@ -77,7 +82,11 @@ def test_greedy_teacher_forced(model_and_cases):
                 exact_steps += 1
                 continue
             assert _near_tie(step, ours), (case["text"], ours, step)
-    assert exact_steps / total_steps > 0.95
+    self_mismatch = sum(a != s["token"] for case in cases
+                        for a, s in zip(case["batched_top1"], case["greedy"]))
+    print(f"teacher-forced mismatches: ours {total_steps - exact_steps}/{total_steps}, "
+          f"llama.cpp batched vs its own decode {self_mismatch}/{total_steps}")
+    assert total_steps - exact_steps <= 2 * max(self_mismatch, 1)
 
 
 def test_greedy_free_running_diverges_only_at_near_ties(model_and_cases):
@@ -94,4 +103,6 @@ def test_greedy_free_running_diverges_only_at_near_ties(model_and_cases):
             identical += 1
             continue
         assert _near_tie(steps[n], got[n]), (case["text"], n, got[n], steps[n])
-    print(f"identical greedy continuations: {identical}/{len(cases)}")
+    self_identical = sum(c["batched_top1"] == [s["token"] for s in c["greedy"]] for c in cases)
+    print(f"identical greedy continuations: ours {identical}/{len(cases)}, llama.cpp batched "
+          f"vs its own decode {self_identical}/{len(cases)}")

@@ -2,7 +2,10 @@
 
 For each prompt: llama.cpp's token ids, the top-10 (id, logit) at the last prompt position, and
 the greedy 32-token continuation with llama.cpp's top-5 logits at every step (so a test can tell
-a real divergence from a near-tie within quantization noise).
+a real divergence from a near-tie within quantization noise), and llama.cpp's own batched
+argmax at every step ("batched_top1": prompt + continuation evaluated as one batch, as a prompt
+prefill is). llama.cpp's batched and one-token kernels round differently, so that last field
+measures how far llama.cpp agrees with itself: the noise floor for any other implementation.
 
     pip install llama-cpp-python   # builds llama.cpp (~17 min on 2 cores; pip caches the wheel)
     python tools/gen_fidelity_fixtures.py
@@ -66,7 +69,15 @@ def run_prompt(llm: Llama, text: str, chat: bool) -> dict:
             break
         llm.eval([t5[0][0]])
         logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-    return {"text": text, "chat": chat, "ids": ids, "top10": top(last, 10), "greedy": steps}
+    return {"text": text, "chat": chat, "ids": ids, "top10": top(last, 10), "greedy": steps,
+            "batched_top1": batched_top1(llm, ids, [s["token"] for s in steps])}
+
+
+def batched_top1(llm: Llama, ids: list[int], greedy: list[int]) -> list[int]:
+    """llama.cpp's argmax at each greedy step when prompt + continuation is one batch."""
+    llm.reset()
+    llm.eval(ids + greedy[:-1])
+    return [int(np.argmax(llm.scores[len(ids) - 1 + k])) for k in range(len(greedy))]
 
 
 def main() -> None:
