@@ -6,8 +6,10 @@ The folder holds config.json, *.safetensors (one file, or shards with
 model.safetensors.index.json) and optionally tokenizer.model / tokenizer.json. Pipeline:
   1. read config.json, pick the Family (convert_arch.py), read the tokenizer (convert_vocab.py);
   2. plan every tensor from the safetensors headers alone: GGUF name, shape (checked against
-     config.json), output type; write header, metadata and tensor infos (gguf.GGUFWriter);
-  3. stream the data: read one tensor, apply the family's fixes, quantize, append, forget it.
+     config.json), output type; per-expert matrices become 3-D `ffn_*_exps` stacks and fused
+     tensors are split (convert_plan.py); write header, metadata and tensor infos;
+  3. stream the data: read one tensor (or one expert stack), apply the family's fixes,
+     quantize, append, forget it.
 The file is written under a temporary name in the output folder and renamed at the end, so a
 failed conversion never leaves a half-written file under the final name.
 
@@ -15,7 +17,8 @@ Output types follow llama.cpp (convert_types.py): 1-D tensors (norms, biases, ro
 always F32; 2-D weights take what `llama-quantize` would give them from an F16 file (Q4_K_M:
 Q6_K for output and some attn_v / ffn_down, fallbacks for rows not a multiple of 256, ...),
 quantized here from the float32 source with `quant.quantize` (llama.cpp's reference
-quantizers, no importance matrix). Peak memory is about one float32 tensor and its blocks.
+quantizers, no importance matrix). Peak memory is about one float32 tensor (an expert stack
+for MoE models) and its blocks.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGU
 
 import quant
 
-from .convert_arch import (Family, HParams, detect_family, expected_shape, gguf_name,
-                           hyperparameters, llama3_rope_freqs, transform)
+from .convert_arch import (Family, HParams, detect_family, expected_shape, hyperparameters,
+                           llama3_rope_freqs, transform)
+from .convert_plan import Recipe, plan_recipes, read_recipe, recipe_shape
 from .convert_source import (ConvertError, HFSource, OutputExistsError, ShapeMismatchError,
                              SourceError)
 from .convert_types import (FILE_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
@@ -58,8 +62,12 @@ class PlannedTensor:
     name: str                          # GGUF name
     shape: tuple[int, ...]             # logical, PyTorch order
     qtype: GGMLQuantizationType
-    hf_name: str | None = None         # source tensor; None for generated ones
+    recipe: Recipe | None = None       # its Hugging Face source; None for generated ones
     data: torch.Tensor | None = None   # generated tensors (rope_freqs)
+
+    @property
+    def label(self) -> str:
+        return self.recipe.label if self.recipe is not None else self.name
 
     @property
     def nbytes(self) -> int:
@@ -117,15 +125,13 @@ def _plan(job: Job) -> list[PlannedTensor]:
     freqs = llama3_rope_freqs(h) if job.family.arch == "llama" else None
     if freqs is not None:
         plan.append(PlannedTensor("rope_freqs.weight", tuple(freqs.shape), T.F32, data=freqs))
-    for hf_name in job.src.names():
-        name = gguf_name(job.family, h, hf_name)
-        if name is None:
-            continue
-        shape, want = job.src.shape(hf_name), expected_shape(h, hf_name, name)
+    for r in plan_recipes(job.family, h, job.src.names()):
+        shape = recipe_shape(r, job.src, h)
+        want = expected_shape(job.family, h, r.sources[0], r.name)
         if shape != want:
-            raise ShapeMismatchError(f"{job.src.files[hf_name]}: tensor {hf_name!r} has shape "
-                                     f"{list(shape)}, config.json implies {list(want)}")
-        plan.append(PlannedTensor(name, shape, _base_type(shape, job.ft), hf_name=hf_name))
+            raise ShapeMismatchError(f"{job.src.files[r.sources[0]]}: tensor {r.label!r} has "
+                                     f"shape {list(shape)}, config.json implies {list(want)}")
+        plan.append(PlannedTensor(r.name, shape, _base_type(r.name, shape, job.ft), recipe=r))
     names = {t.name for t in plan}
     for required in ("token_embd.weight", "output_norm.weight"):
         if required not in names:
@@ -138,17 +144,21 @@ def _plan(job: Job) -> list[PlannedTensor]:
     return sorted(plan, key=_file_order)
 
 
-def _base_type(shape: tuple[int, ...], ft: FileType) -> GGMLQuantizationType:
-    """The type before llama.cpp's quantization rules: what convert_hf_to_gguf.py writes."""
-    if len(shape) <= 1:
+_ALWAYS_F32 = (".ffn_gate_inp.weight", ".ffn_gate_inp_shexp.weight")     # routers
+
+
+def _base_type(name: str, shape: tuple[int, ...], ft: FileType) -> GGMLQuantizationType:
+    """The type before llama.cpp's quantization rules: what convert_hf_to_gguf.py writes
+    (1-D tensors, norms, routers and anything not a .weight stay F32)."""
+    if (len(shape) <= 1 or name.endswith(("_norm.weight", *_ALWAYS_F32))
+            or not name.endswith(".weight")):
         return T.F32
     return T.F16 if ft.quantized else ft.default
 
 
 def _model_info(job: Job) -> ModelInfo:
     h = job.h
-    n_expert = h.find("num_local_experts", "num_experts", "n_routed_experts", default=0)
-    return ModelInfo(job.family.arch, h.n_layer, int(n_expert or 0), h.n_head, h.n_kv)
+    return ModelInfo(job.family.arch, h.n_layer, h.n_expert, h.n_head, h.n_kv)
 
 
 def _file_order(t: PlannedTensor) -> tuple:
@@ -216,12 +226,12 @@ def _add_model_card(w: GGUFWriter, folder: Path) -> None:
 
 def _tensor_bytes(job: Job, t: PlannedTensor) -> np.ndarray:
     """Read, fix and quantize one tensor; the float copy is dropped when this returns."""
-    data = t.data if t.data is not None else job.src.read(t.hf_name)
+    data = t.data if t.data is not None else read_recipe(t.recipe, job.src, job.h)
     rows = transform(job.family, job.h, t.name, data).reshape(-1, t.shape[-1])   # (R, C)
     try:
         return quantize_rows(lambda start, stop: rows[start:stop], t.shape, t.qtype)
     except QuantError as e:
-        raise ConvertError(f"{job.src.folder}: tensor {t.hf_name or t.name!r}: {e}") from e
+        raise ConvertError(f"{job.src.folder}: tensor {t.label!r}: {e}") from e
 
 
 def quantize_rows(rows: Callable[[int, int], torch.Tensor], shape: tuple[int, ...],

@@ -1,14 +1,17 @@
-"""Mixture-of-Experts models (tests/tiny_moe.py), run by our runtime.
+"""Mixture-of-Experts models (tests/tiny_moe.py), converted by our converter, run by our runtime.
 
-For each family: logits from an F32 file agree with transformers' float forward (relative
-error < 1e-3); a Q8_0 file's greedy continuation equals that of a float file holding the
-dequantized Q8_0 weights; prefill + decode equals full forwards. Plus: ExpertStack slices are
-the stack's experts, a decode step reads only the routed experts, each expert runs once per
-step (grouped dispatch), and malformed files fail at load with one-line errors.
+For each family the transformers model is saved with save_pretrained and converted to F32 and
+to Q4_K_M (llama.cpp's mix: expert stacks Q4_K, ffn_down_exps Q6_K on its "more bits" layer):
+F32 logits agree with transformers' float forward (relative error < 1e-3); the K-quant file's
+greedy continuation equals that of a float file holding its dequantized weights; prefill + decode equals full forwards (F32). Plus: ExpertStack
+slices are the stack's experts, a decode step reads only the routed experts, each expert runs
+once per step (grouped dispatch), the converter's expert stacks and its errors, and malformed
+files fail at load with one-line errors.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,17 +19,20 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType as T
+from safetensors.torch import load_file, save_file
 
 import gguf_runtime
-from gguf_runtime.errors import GGUFError
+from gguf_runtime.convert import ConvertError, ShapeMismatchError, convert
+from gguf_runtime.errors import GGUFError, UnsupportedError
 from gguf_runtime.generate import decode_one, prefill
+from gguf_runtime.gguf_file import open_gguf
 from gguf_runtime.sampling import SamplingParams
 from quant import QTensor, QuantError, quantize_tensor
 from quant.qlinear import ExpertStack
 
 pytest.importorskip("transformers")
-from tests.tiny_moe import (CASES, IDS, Case, dequantized, gguf_meta,  # noqa: E402
-                            gguf_tensors, write_gguf, writer)
+from tests.tiny_moe import (CASES, IDS, Case, dequantized_copy, read_gguf,  # noqa: E402
+                            write_gguf, writer)
 
 PROMPT, N_NEW = IDS[:8], 8
 
@@ -35,9 +41,8 @@ PROMPT, N_NEW = IDS[:8], 8
 class Built:
     case: Case
     reference: torch.Tensor           # (len(IDS), VOCAB) transformers logits
-    meta: dict
-    tensors: dict[str, np.ndarray]
-    files: dict[str, Path]            # "F32" | "Q8_0" | "Q8_0-dequantized" -> .gguf
+    hf: Path                          # the save_pretrained folder
+    files: dict[str, Path]            # "F32" | "Q4_K_M" | "Q4_K_M-dequantized" -> .gguf
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +55,11 @@ def built(tmp_path_factory):
             model = case.build()
             with torch.no_grad():
                 ref = model(torch.tensor([IDS])).logits[0].float()
-            meta, tensors = gguf_meta(model, case), gguf_tensors(model, case)
-            files = {"F32": write_gguf(root / "f32.gguf", case.arch, meta, tensors),
-                     "Q8_0": write_gguf(root / "q8_0.gguf", case.arch, meta, tensors, T.Q8_0),
-                     "Q8_0-dequantized": write_gguf(root / "deq.gguf", case.arch, meta,
-                                                    dequantized(tensors, T.Q8_0))}
-            done[name] = Built(case, ref, meta, tensors, files)
+            model.save_pretrained(root / "hf")
+            files = {t: convert(root / "hf", root / f"{t}.gguf", t, progress=False)
+                     for t in ("F32", "Q4_K_M")}
+            files["Q4_K_M-dequantized"] = dequantized_copy(files["Q4_K_M"], root / "deq.gguf")
+            done[name] = Built(case, ref, root / "hf", files)
         return done[name]
 
     return get
@@ -68,6 +72,11 @@ def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
 def greedy(model, prompt: list[int], n: int) -> list[int]:
     steps = model.generate_ids(prompt, max_tokens=n, params=SamplingParams(temperature=0.0))
     return [s.token for s in steps]
+
+
+def _stacks(model):
+    return [[s for s in (blk.moe.ffn_gate_exps, blk.moe.ffn_up_exps, blk.moe.ffn_down_exps)
+             if s is not None] for blk in model.transformer.blk if blk.moe is not None]
 
 
 # --------------------------------------------------------------------------- per family
@@ -84,18 +93,20 @@ def test_logits_match_transformers(built, name):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_q8_0_greedy_equals_dequantized_float(built, name):
+def test_k_quant_greedy_equals_dequantized_float(built, name):
     b = built(name)
-    quant = gguf_runtime.load(b.files["Q8_0"], n_ctx=64)
-    assert quant.transformer.blk[-1].moe.ffn_up_exps.weight.qtype == T.Q8_0
-    ref = gguf_runtime.load(b.files["Q8_0-dequantized"], n_ctx=64)
-    assert relative_error(quant.logits(IDS), ref.logits(IDS)) < 1e-4
+    quant = gguf_runtime.load(b.files["Q4_K_M"], n_ctx=64)
+    stacks = _stacks(quant)
+    assert {s.weight.qtype for layer in stacks for s in layer} <= {T.Q4_K, T.Q6_K}
+    assert stacks[-1][0].weight.qtype == T.Q4_K and stacks[-1][-1].weight.qtype == T.Q6_K
+    ref = gguf_runtime.load(b.files["Q4_K_M-dequantized"], n_ctx=64)
+    assert relative_error(quant.logits(IDS), ref.logits(IDS)) < 1e-3
     assert greedy(quant, PROMPT, N_NEW) == greedy(ref, PROMPT, N_NEW)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_prefill_decode_equals_full_forward(built, name):
-    model = gguf_runtime.load(built(name).files["Q8_0"], n_ctx=64)
+    model = gguf_runtime.load(built(name).files["F32"], n_ctx=64)
     seq = list(PROMPT)
     for token in greedy(model, PROMPT, 4):
         assert token == int(model.logits(seq)[-1].argmax())     # fresh full forward
@@ -125,13 +136,8 @@ def test_expert_stack_rejects_bad_shapes():
         QTensor(torch.zeros(100, dtype=torch.uint8), T.Q8_0, (4, 8, 64))
 
 
-def _stacks(model):
-    return [[s for s in (blk.moe.ffn_gate_exps, blk.moe.ffn_up_exps, blk.moe.ffn_down_exps)
-             if s is not None] for blk in model.transformer.blk]
-
-
 def test_decode_step_touches_only_routed_experts(built):
-    model = gguf_runtime.load(built("qwen3moe").files["Q8_0"], n_ctx=64)
+    model = gguf_runtime.load(built("qwen3moe").files["Q4_K_M"], n_ctx=64)
     t, k = model.transformer, model.config.expert_used_count
     cache = model._new_cache(32)
     logits = prefill(t, PROMPT, cache)
@@ -146,7 +152,7 @@ def test_decode_step_touches_only_routed_experts(built):
 
 
 def test_each_expert_runs_once_per_step(built, monkeypatch):
-    model = gguf_runtime.load(built("qwen3moe").files["Q8_0"], n_ctx=64)
+    model = gguf_runtime.load(built("qwen3moe").files["Q4_K_M"], n_ctx=64)
     calls: list[tuple[str, int]] = []
     original = ExpertStack.expert
     monkeypatch.setattr(ExpertStack, "expert",
@@ -155,12 +161,105 @@ def test_each_expert_runs_once_per_step(built, monkeypatch):
     assert len(calls) == len(set(calls)) > 0
 
 
+# --------------------------------------------------------------------------- the converter
+def test_expert_stacks_hold_each_expert_in_order(built):
+    """blk.i.ffn_{gate,up,down}_exps[e] == the saved model.layers.i.mlp.experts.e.*_proj."""
+    b = built("mixtral")
+    saved = load_file(b.hf / "model.safetensors")
+    gf = open_gguf(b.files["F32"])
+    for proj, name in (("w1", "ffn_gate_exps"), ("w3", "ffn_up_exps"), ("w2", "ffn_down_exps")):
+        stack = gf.tensors[f"blk.1.{name}.weight"].qtensor().dequantize()         # (E, ., .)
+        assert stack.shape[0] == 4
+        for e in range(4):
+            want = saved[f"model.layers.1.block_sparse_moe.experts.{e}.{proj}.weight"]
+            assert torch.equal(stack[e], want), (name, e)
+    assert gf.tensors["blk.1.ffn_gate_inp.weight"].qtype == T.F32
+    m = gf.metadata
+    assert (m["llama.expert_count"], m["llama.expert_used_count"]) == (4, 2)
+
+
+def test_k_quant_mix_of_an_moe_file(built):
+    """llama-quantize's Q4_K_M on 8 experts: attn_v / attn_k Q8_0, attn_output Q5_K,
+    ffn_down_exps Q6_K on "more bits" layers (layer 1 of 2), gate/up Q4_K, router F32."""
+    gf = open_gguf(built("qwen3moe").files["Q4_K_M"])
+    got = {n.split(".", 2)[-1]: t.qtype for n, t in gf.tensors.items() if n.startswith("blk.1.")}
+    assert {k: got[k] for k in ("attn_v.weight", "attn_k.weight", "attn_output.weight",
+                                "ffn_down_exps.weight", "ffn_gate_exps.weight",
+                                "ffn_up_exps.weight", "ffn_gate_inp.weight")} == {
+        "attn_v.weight": T.Q8_0, "attn_k.weight": T.Q8_0, "attn_output.weight": T.Q5_K,
+        "ffn_down_exps.weight": T.Q6_K, "ffn_gate_exps.weight": T.Q4_K,
+        "ffn_up_exps.weight": T.Q4_K, "ffn_gate_inp.weight": T.F32}
+
+
+def test_fused_expert_checkpoint_converts_to_the_same_file(built, tmp_path):
+    """A checkpoint of transformers' in-memory layout (mlp.experts.gate_up_proj (E, 2F, D),
+    down_proj (E, D, F)) gives the same tensors as the per-expert one."""
+    b = built("qwen3moe")
+    src = tmp_path / "fused"
+    src.mkdir()
+    model = b.case.build()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              src / "model.safetensors")
+    (src / "config.json").write_text((b.hf / "config.json").read_text())
+    assert any(k.endswith("mlp.experts.gate_up_proj") for k in model.state_dict())
+    _, _, want = read_gguf(b.files["F32"])
+    _, _, got = read_gguf(convert(src, tmp_path / "m.gguf", "F32", progress=False))
+    assert got.keys() == want.keys()
+    assert all(np.array_equal(got[n], want[n]) for n in want)
+
+
+def _edited_folder(built, tmp_path, edit) -> Path:
+    """qwen3moe's folder with its tensors changed by edit(dict of tensors)."""
+    b = built("qwen3moe")
+    tensors = load_file(b.hf / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text((b.hf / "config.json").read_text())
+    return tmp_path
+
+
+def test_missing_expert_is_an_error(built, tmp_path):
+    src = _edited_folder(built, tmp_path,
+                         lambda t: t.pop("model.layers.1.mlp.experts.5.up_proj.weight"))
+    with pytest.raises(ConvertError, match=r"layer 1 has ffn_up_exps weights for experts "
+                                           r"\[0, 1, 2, 3, 4, 6, 7\].* 8 experts "
+                                           r"\(missing \[5\]\)") as e:
+        convert(src, tmp_path / "m.gguf", progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_expert_of_another_shape_is_an_error(built, tmp_path):
+    name = "model.layers.0.mlp.experts.3.down_proj.weight"
+    src = _edited_folder(built, tmp_path, lambda t: t.update({name: t[name][:, :128].contiguous()}))
+    with pytest.raises(ShapeMismatchError, match=rf"{name}' has shape \[256, 128\], "
+                                                 r"expert 0 has \[256, 256\]"):
+        convert(src, tmp_path / "m.gguf", progress=False)
+
+
+def test_experts_disagreeing_with_config_is_an_error(built, tmp_path):
+    src = _edited_folder(built, tmp_path, lambda t: None)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "moe_intermediate_size": 128}))
+    with pytest.raises(ShapeMismatchError, match=r"experts\.\*\.down_proj\.weight \(8 experts\)"
+                                                 r"' has shape \[8, 256, 256\], config\.json "
+                                                 r"implies \[8, 256, 128\]"):
+        convert(src, tmp_path / "m.gguf", progress=False)
+
+
+def test_dense_layers_between_sparse_ones_are_refused(built, tmp_path):
+    src = _edited_folder(built, tmp_path, lambda t: None)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "mlp_only_layers": [1]}))
+    with pytest.raises(UnsupportedError, match="mlp_only_layers"):
+        convert(src, tmp_path / "m.gguf", progress=False)
+
+
 # --------------------------------------------------------------------------- bad files
 def _bad_file(built, tmp_path, drop=(), meta=None, tensors=None) -> Path:
-    b = built("qwen3moe")
-    t = {n: a for n, a in b.tensors.items() if n not in drop}
+    arch, good_meta, good = read_gguf(built("qwen3moe").files["F32"])
+    t = {n: a for n, a in good.items() if n not in drop}
     t.update(tensors or {})
-    return write_gguf(tmp_path / "bad.gguf", "qwen3moe", {**b.meta, **(meta or {})}, t)
+    return write_gguf(tmp_path / "bad.gguf", arch, {**good_meta, **(meta or {})}, t)
 
 
 def _load_error(path: Path, match: str) -> None:
@@ -181,11 +280,12 @@ def test_missing_expert_stack(built, tmp_path):
 
 def test_expert_count_disagrees_with_tensors(built, tmp_path):
     _load_error(_bad_file(built, tmp_path, meta={"expert_count": 6}),
-                r"'blk\.0\.ffn_gate_inp\.weight' has shape \(8, 64\), expected \(6, 64\) "
+                r"'blk\.0\.ffn_gate_inp\.weight' has shape \(8, 256\), expected \(6, 256\) "
                 r"\(qwen3moe with 6 experts")
-    up = built("qwen3moe").tensors["blk.1.ffn_up_exps.weight"]
+    up = read_gguf(built("qwen3moe").files["F32"])[2]["blk.1.ffn_up_exps.weight"]
     _load_error(_bad_file(built, tmp_path, tensors={"blk.1.ffn_up_exps.weight": up[:7]}),
-                r"'blk\.1\.ffn_up_exps\.weight' has shape \(7, 32, 64\), expected \(8, \*, 64\)")
+                r"'blk\.1\.ffn_up_exps\.weight' has shape \(7, 256, 256\), "
+                r"expected \(8, \*, 256\)")
 
 
 def test_expert_used_count_above_expert_count(built, tmp_path):
@@ -195,12 +295,12 @@ def test_expert_used_count_above_expert_count(built, tmp_path):
 
 def test_expert_rows_not_whole_blocks(tmp_path, built):
     path = tmp_path / "bad.gguf"
-    b = built("qwen3moe")
-    w = writer(path, "qwen3moe", b.meta)
-    for n, a in b.tensors.items():
-        if n == "blk.0.ffn_down_exps.weight":   # (8, 64, 32) at Q8_0, declared with rows of 48
-            raw = np.zeros(8 * 64 * 48 // 32 * 34, dtype=np.int8)
-            w.add_tensor(n, raw, raw_shape=(8, 64, 48), raw_dtype=T.Q8_0)
+    arch, meta, tensors = read_gguf(built("qwen3moe").files["F32"])
+    w = writer(path, arch, meta)
+    for n, a in tensors.items():
+        if n == "blk.0.ffn_down_exps.weight":   # (8, 256, 256) at Q8_0, declared with rows of 48
+            raw = np.zeros(8 * 256 * 48 // 32 * 34, dtype=np.int8)
+            w.add_tensor(n, raw, raw_shape=(8, 256, 48), raw_dtype=T.Q8_0)
         else:
             w.add_tensor(n, a)
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file()

@@ -107,6 +107,10 @@ CASES: dict[str, TinyCase] = {c.name: c for c in [
         window=4),
     TinyCase("phi3", "phi3", "Phi3Config", "Phi3ForCausalLM", dict(
         sliding_window=None, partial_rotary_factor=0.5, original_max_position_embeddings=128)),
+    # Granite's four multipliers, each off 1 so a dropped one shows.
+    TinyCase("granite", "granite", "GraniteConfig", "GraniteForCausalLM", dict(
+        embedding_multiplier=2.0, logits_scaling=4.0, residual_multiplier=0.5,
+        attention_multiplier=0.2)),
 ]}
 
 
