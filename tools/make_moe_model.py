@@ -1,171 +1,90 @@
-"""Write a random Qwen3-MoE-shaped GGUF for benchmarks, at Q4_K_M-like types.
+"""Make the MoE benchmark model: a random transformers Qwen3-MoE, converted by our converter.
 
-    python tools/make_moe_model.py OUT.gguf [--scale 1.0] [--seed 0]
+    python tools/make_moe_model.py [--out-dir /tmp/moe_bench] [--layers 26] [--type Q4_K_M]
 
-At scale 1: 26 blocks, width 1024, 16 query / 4 kv heads of 128 (Q/K norms), 64 experts of
-width 512 with 4 used per token, vocab 32000: about 2.8 B weights in ~1.7 GB, of which ~0.37 B
-are active per token. `--scale s` multiplies the block and expert counts (at least 2 blocks
-and 8 experts), e.g. --scale 0.05 writes a ~70 MB file in seconds.
+1. `Qwen3MoeForCausalLM` built from a config with `torch.manual_seed(seed)`, its weights drawn
+   by transformers' own initialiser (normal, std 0.02; norms 1) directly in bfloat16, saved
+   with `save_pretrained(max_shard_size="2GB")` into OUT_DIR/hf (skipped when
+   OUT_DIR/hf/config.json exists). Shape (Qwen3-30B-A3B's proportions, smaller): 26 blocks,
+   width 1024, 16 query / 4 kv heads of 128 with Q/K norms, 64 experts of width 512 with 4 used
+   per token, vocab 32000, untied output: 2.82 B weights (0.37 B active per token), 5.6 GB of
+   bf16 safetensors in 3 shards. Measured: 134 s, peak RSS 9.3 GB (the bf16 model, plus
+   save_pretrained's per-expert copies of transformers' fused expert tensors).
+2. `tools/convert.py OUT_DIR/hf -o OUT_DIR/qwen3moe-random-26L-Q4_K_M.gguf --type Q4_K_M` in a
+   child process, timed, with the child's peak RSS (getrusage of children). The converter
+   streams one tensor at a time (an expert stack is assembled from its 64 experts:
+   64 x 512 x 1024 float32 = 128 MiB), so its peak RSS stays near 450 MB; the time is the
+   reference K-quant quantizers on 2.8 B weights. Measured: 1405 s wall on 2 cores shared with
+   other jobs (it got 30-45% of the CPU), peak RSS 444 MiB, output 1 715 486 880 bytes
+   (Q4_K; Q6_K for output and llama.cpp's "more bits" attn_v / ffn_down_exps layers; attn_k /
+   attn_v would be Q8_0 only with 8 experts). No tokenizer (`tokenizer.ggml.model` "none"):
+   run it on token ids (tools/moe_traffic.py).
 
-Types follow llama.cpp's Q4_K_M: Q4_K everywhere, Q6_K for `output` and for `attn_v` /
-`ffn_down_exps` on llama.cpp's "more bits" layers; router, norms F32. No tokenizer is written:
-`tokenizer.ggml.model` is "none" (llama.cpp then reads `vocab_size`); run it on token ids.
-
-Speed: quantizing 2.7 B weights with the reference quantizers would take about 15 minutes, so
-each (type, row length) gets a pool of random rows quantized once by `quant.quantize`
-(llama.cpp's reference quantizers), and every tensor is rows drawn at random from its pool:
-valid blocks with real quantization statistics, at the speed of a numpy gather. Tensors are
-written one at a time, so memory stays at about one tensor.
+Writes OUT_DIR/make_moe_model.json with the numbers. `--layers 2` makes a quick small one.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from gguf import GGMLQuantizationType as T
-from gguf import GGUFWriter
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from quant import quantize, row_nbytes  # noqa: E402
-
-ARCH = "qwen3moe"
-POOL_ROWS = 2048
-WEIGHT_STD = 0.02
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = dict(vocab_size=32000, hidden_size=1024, intermediate_size=3072,
+              moe_intermediate_size=512, num_attention_heads=16, num_key_value_heads=4,
+              head_dim=128, num_experts=64, num_experts_per_tok=4, norm_topk_prob=True,
+              max_position_embeddings=4096, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+              tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
 
 
-@dataclass(frozen=True)
-class Shape:
-    n_layer: int = 26
-    n_embd: int = 1024
-    n_head: int = 16
-    n_head_kv: int = 4
-    head_dim: int = 128
-    n_expert: int = 64
-    n_expert_used: int = 4
-    n_ff_exp: int = 512
-    n_vocab: int = 32000
-    n_ctx: int = 4096
+def build_hf(folder: Path, n_layer: int, seed: int) -> int:
+    """Save the random bf16 model into `folder`; returns its number of weights."""
+    import torch
+    import transformers
 
-    def scaled(self, s: float) -> "Shape":
-        return Shape(n_layer=max(2, round(self.n_layer * s)),
-                     n_expert=max(8, round(self.n_expert * s)))
+    torch.manual_seed(seed)
+    cfg = transformers.Qwen3MoeConfig(**CONFIG, num_hidden_layers=n_layer)
+    model = transformers.Qwen3MoeForCausalLM._from_config(cfg, dtype=torch.bfloat16)
+    n = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(folder, max_shard_size="2GB")
+    return n
 
 
-def more_bits(i: int, n: int) -> bool:
-    """llama.cpp's use_more_bits: Q4_K_M's Q6_K layers for attn_v and ffn_down."""
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
-
-
-def tensor_plan(s: Shape) -> list[tuple[str, tuple[int, ...], T]]:
-    """(GGUF name, PyTorch-order shape, type) of every tensor, in file order."""
-    q, kv, d = s.n_head * s.head_dim, s.n_head_kv * s.head_dim, s.n_embd
-    plan = [("token_embd.weight", (s.n_vocab, d), T.Q4_K)]
-    for i in range(s.n_layer):
-        big = T.Q6_K if more_bits(i, s.n_layer) else T.Q4_K
-        b = f"blk.{i}."
-        plan += [(b + "attn_norm.weight", (d,), T.F32),
-                 (b + "attn_q.weight", (q, d), T.Q4_K),
-                 (b + "attn_k.weight", (kv, d), T.Q4_K),
-                 (b + "attn_v.weight", (kv, d), big),
-                 (b + "attn_output.weight", (d, q), T.Q4_K),
-                 (b + "attn_q_norm.weight", (s.head_dim,), T.F32),
-                 (b + "attn_k_norm.weight", (s.head_dim,), T.F32),
-                 (b + "ffn_norm.weight", (d,), T.F32),
-                 (b + "ffn_gate_inp.weight", (s.n_expert, d), T.F32),
-                 (b + "ffn_gate_exps.weight", (s.n_expert, s.n_ff_exp, d), T.Q4_K),
-                 (b + "ffn_up_exps.weight", (s.n_expert, s.n_ff_exp, d), T.Q4_K),
-                 (b + "ffn_down_exps.weight", (s.n_expert, d, s.n_ff_exp), big)]
-    plan += [("output_norm.weight", (d,), T.F32), ("output.weight", (s.n_vocab, d), T.Q6_K)]
-    return plan
-
-
-def nbytes(shape: tuple[int, ...], qtype: T) -> int:
-    return int(np.prod(shape[:-1], dtype=np.int64)) * row_nbytes(qtype, shape[-1])
-
-
-class RowPool:
-    """Per (type, row length): POOL_ROWS random rows quantized once; tensors gather from it."""
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng, self.pools = rng, {}
-
-    def tensor(self, shape: tuple[int, ...], qtype: T) -> np.ndarray:
-        n_rows, n_cols = int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]
-        if qtype == T.F32:
-            if len(shape) == 1:                      # norms: around 1
-                return (1 + 0.1 * self.rng.standard_normal(n_cols)).astype(np.float32)
-            return (WEIGHT_STD * self.rng.standard_normal(shape)).astype(np.float32)
-        key = (qtype, n_cols)
-        if key not in self.pools:
-            x = torch.from_numpy(WEIGHT_STD * self.rng.standard_normal((POOL_ROWS, n_cols),
-                                                                       dtype=np.float32))
-            self.pools[key] = quantize(x, qtype).numpy().reshape(POOL_ROWS, -1)   # (P, row B)
-        pick = self.rng.integers(0, POOL_ROWS, n_rows)
-        return self.pools[key][pick].reshape(-1)                                  # (R * row B,)
-
-
-def write_metadata(w: GGUFWriter, s: Shape) -> None:
-    w.add_name(f"random-qwen3moe-{s.n_layer}L-{s.n_expert}E")
-    w.add_context_length(s.n_ctx)
-    w.add_embedding_length(s.n_embd)
-    w.add_block_count(s.n_layer)
-    w.add_feed_forward_length(s.n_ff_exp * s.n_expert_used)
-    w.add_head_count(s.n_head)
-    w.add_head_count_kv(s.n_head_kv)
-    w.add_key_length(s.head_dim)
-    w.add_value_length(s.head_dim)
-    w.add_rope_freq_base(1_000_000.0)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_expert_count(s.n_expert)
-    w.add_expert_used_count(s.n_expert_used)
-    w.add_expert_feed_forward_length(s.n_ff_exp)
-    w.add_vocab_size(s.n_vocab)
-    w.add_file_type(15)                              # LLAMA_FTYPE_MOSTLY_Q4_K_M
-    w.add_string("tokenizer.ggml.model", "none")
-
-
-def make(out: Path, shape: Shape, seed: int = 0, log=print) -> int:
-    """Write the model to `out`; returns its tensor bytes."""
-    plan, pool = tensor_plan(shape), RowPool(np.random.default_rng(seed))
-    w = GGUFWriter(str(out), ARCH)
-    write_metadata(w, shape)
-    for name, shp, qtype in plan:
-        if qtype == T.F32:
-            w.add_tensor_info(name, shp, np.dtype(np.float32), nbytes(shp, qtype))
-        else:                                        # gguf-py takes quantized shapes in bytes
-            byte_shape = (*shp[:-1], row_nbytes(qtype, shp[-1]))
-            w.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes(shp, qtype), qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    t0, total = time.perf_counter(), 0
-    for k, (name, shp, qtype) in enumerate(plan):
-        w.write_tensor_data(pool.tensor(shp, qtype))
-        total += nbytes(shp, qtype)
-        if name.endswith("ffn_down_exps.weight"):
-            log(f"  block {name.split('.')[1]:>3}: {total / 2**20:9.1f} MiB "
-                f"({time.perf_counter() - t0:.1f} s)")
-    w.close()
-    return total
+def convert(folder: Path, out: Path, out_type: str) -> dict:
+    """Run our converter in a child process; wall time, peak RSS of the child, output size."""
+    cmd = [sys.executable, str(ROOT / "tools" / "convert.py"), str(folder), "-o", str(out),
+           "--type", out_type, "--force"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss     # Linux: KiB
+    return {"convert_wall_s": round(wall, 1), "convert_peak_rss_mib": round(peak_kib / 1024),
+            "gguf_bytes": out.stat().st_size}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="multiply block and expert counts (default 1: ~1.7 GB)")
+    ap.add_argument("--out-dir", type=Path, default=Path("/tmp/moe_bench"))
+    ap.add_argument("--layers", type=int, default=26)
+    ap.add_argument("--type", default="Q4_K_M")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    shape = Shape().scaled(args.scale)
-    print(f"{args.out}: {shape}")
-    total = make(args.out, shape, args.seed)
-    print(f"wrote {total / 1e9:.2f} GB of tensors ({total / 2**30:.2f} GiB)")
+    hf = args.out_dir / "hf"
+    report: dict = {"layers": args.layers, "type": args.type}
+    if not (hf / "config.json").is_file():
+        t0 = time.perf_counter()
+        report["weights"] = build_hf(hf, args.layers, args.seed)
+        report["build_hf_wall_s"] = round(time.perf_counter() - t0, 1)
+        print(f"{hf}: {report['weights'] / 1e9:.2f} B weights "
+              f"({report['build_hf_wall_s']} s)", flush=True)
+    out = args.out_dir / f"qwen3moe-random-{args.layers}L-{args.type}.gguf"
+    report.update(convert(hf, out, args.type))
+    print(json.dumps(report))
+    (args.out_dir / "make_moe_model.json").write_text(json.dumps(report, indent=1))
     return 0
 
 
