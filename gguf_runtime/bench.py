@@ -89,7 +89,23 @@ def _llama_last_logits(llm):
     return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
 
 
-WORKERS = {"gguf-runtime": _worker_ours, "llama.cpp": _worker_llama}
+def _worker_profile(path: str, threads: int, n_prompt: int, n_decode: int) -> dict:
+    """gguf-runtime's decode-step profile (gguf_runtime.profiling) after an n_prompt prefill."""
+    import torch
+
+    import gguf_runtime
+    from gguf_runtime.generate import prefill
+    from gguf_runtime.profiling import profile_decode
+
+    model = gguf_runtime.load(path, n_ctx=n_prompt + 2 * n_decode + 8, threads=threads)
+    ids = _prompt_ids(n_prompt, model.config.vocab_size)
+    with torch.inference_mode():
+        cache = model._new_cache(n_prompt + 2 * n_decode + 8)
+        token = int(prefill(model.transformer, ids, cache).argmax())
+    return profile_decode(model.transformer, cache, token, n_decode).to_dict()
+
+
+WORKERS = {"gguf-runtime": _worker_ours, "llama.cpp": _worker_llama, "profile": _worker_profile}
 
 
 def _run_worker(engine: str, path: str, threads: int, n_prompt: int, n_decode: int):
@@ -99,7 +115,19 @@ def _run_worker(engine: str, path: str, threads: int, n_prompt: int, n_decode: i
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         return None, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
-    return BenchResult(**json.loads(r.stdout.strip().splitlines()[-1])), None
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return (BenchResult(**out) if engine in ENGINES else out), None
+
+
+def run_profile(path: str, threads: int = 2, n_prompt: int = 512, n_decode: int = 32) -> str:
+    """gguf-runtime's decode profile in its own process, as text (the error line if it failed)."""
+    from .profiling import DecodeProfile
+
+    out, err = _run_worker("profile", path, threads, n_prompt, n_decode)
+    if out is None:
+        return f"[profile failed: {err}]"
+    out["torch_ops"] = [tuple(op) for op in out["torch_ops"]]
+    return DecodeProfile(**out).format()
 
 
 def llama_cpp_available() -> bool:
@@ -145,7 +173,7 @@ def format_table(path: str, threads: int, results: list[BenchResult]) -> str:
 def _worker_main(argv: list[str]) -> None:
     engine, path, threads, n_prompt, n_decode = argv
     res = WORKERS[engine](path, int(threads), int(n_prompt), int(n_decode))
-    print(json.dumps(asdict(res)))
+    print(json.dumps(res if isinstance(res, dict) else asdict(res)))
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--worker":

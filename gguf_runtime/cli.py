@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile gguf-runtime's decode step: time in the native kernels vs outside")
 
     from . import convert as convert_cmd
 
@@ -161,7 +163,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .bench import format_table, llama_cpp_available, run_bench
+    from .bench import format_table, llama_cpp_available, run_bench, run_profile
     from .default_models import resolve_model
 
     path = str(resolve_model(args.model))
@@ -173,6 +175,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(path, args.threads, args.prompt_tokens, args.decode_tokens,
                         args.repeats)
     print(format_table(path, args.threads, results))
+    if args.profile:
+        print(run_profile(path, args.threads, args.prompt_tokens, 32))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": path, "threads": args.threads,

@@ -13,12 +13,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from quant.kernels.attention import attend_one
+from quant.kernels.reference import gated_reference
+from quant.kernels.rowops import rms_norm as native_rms_norm
+from quant.kernels.rowops import rope_one
+
 from .config import RopeScaling
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """y = x / sqrt(mean(x^2) + eps) * w over the last dim (Gemma files store w already as 1+w)."""
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)   # one fused op
+    """y = x / sqrt(mean(x^2) + eps) * w over the last dim (Gemma files store w already as 1+w).
+    One native call where it can run (quant.kernels.rowops), else torch's fused op."""
+    y = native_rms_norm(x, weight, eps)
+    return y if y is not None else F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
@@ -80,8 +87,13 @@ class Rope:
         return ((torch.cos(theta) * self.mscale).float(), (torch.sin(theta) * self.mscale).float())
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate the first n_rot dims of x (T, heads, Dk); the rest pass through."""
+        """Rotate the first n_rot dims of x (T, heads, Dk); the rest pass through. One token
+        takes one native call where it can run (quant.kernels.rowops), else the torch form."""
         n = self.p.n_rot
+        if x.shape[0] == 1:
+            y = rope_one(x, cos, sin, n, self.p.style == "neox")
+            if y is not None:
+                return y
         rot, rest = x[..., :n], x[..., n:]
         c, s = cos[:, None, :], sin[:, None, :]                # (T, 1, n_rot/2)
         if self.p.style == "neox":
@@ -107,8 +119,13 @@ def _yarn_ramp(n_rot: int, sc: RopeScaling, base: float) -> torch.Tensor:
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               scale: float, cap: float = 0.0) -> torch.Tensor:
     """Grouped-query attention. q (H, T, Dk), k (Hkv, S, Dk), v (Hkv, S, Dv), mask (T, S) bool
-    (True = may attend; None = every key). Returns (T, H * Dv)."""
+    (True = may attend; None = every key). Returns (T, H * Dv). One unmasked query (decode)
+    takes the native kernel when it can run (quant.kernels.attention), else torch."""
     n_head, n_tok = q.shape[0], q.shape[1]
+    if n_tok == 1 and mask is None:
+        out = attend_one(q.reshape(n_head, -1), k, v, scale, cap)     # (H, Dv)
+        if out is not None:
+            return out.view(1, -1)
     if cap:
         rep = n_head // k.shape[0]
         k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
@@ -133,6 +150,4 @@ def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.
 
 def gated_activation(gate: torch.Tensor, up: torch.Tensor, kind: str) -> torch.Tensor:
     """SwiGLU silu(g)*u or GeGLU gelu_tanh(g)*u (ggml_gelu is the tanh approximation)."""
-    if kind == "gelu":
-        return F.gelu(gate, approximate="tanh") * up
-    return F.silu(gate) * up
+    return gated_reference(gate, up, kind)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from quant import QTensor
-from quant.qlinear import QLinear
+from quant.qlinear import QLinear, QLinearGroup
 
 from .config import ModelConfig, RopeScaling
 from .errors import GGUFFormatError
@@ -42,7 +42,7 @@ class Block:
     attn_q: QLinear | None = None
     attn_k: QLinear | None = None
     attn_v: QLinear | None = None
-    attn_qkv: QLinear | None = None
+    attn_qkv: QLinear | QLinearGroup | None = None   # file's fused QKV, or Q, K, V grouped
     attn_output: QLinear | None = None
     attn_q_norm: torch.Tensor | None = None
     attn_k_norm: torch.Tensor | None = None
@@ -52,6 +52,7 @@ class Block:
     ffn_up: QLinear | None = None
     ffn_down: QLinear | None = None
     post_ffw_norm: torch.Tensor | None = None
+    ffn_gate_up: QLinearGroup | None = None   # ffn_gate and ffn_up as one call (built, not read)
     moe: MoE | None = None             # sparse FFN (ffn_gate_inp, ffn_*_exps, ffn_*_shexp)
     mla: MLA | None = None             # latent attention (attn_q_a, attn_kv_a_mqa, attn_k_b, ...)
     rope: Rope | None = field(default=None, repr=False)
@@ -103,6 +104,7 @@ class Transformer:
         if (b.attn_q is None and b.attn_qkv is None and b.mla is None) or b.attn_output is None \
                 or (b.moe is None and (b.ffn_up is None or b.ffn_down is None)):
             raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors")
+        self._group_linears(b)
         swa = bool(c.swa_layers[i]) if c.swa_layers else False
         b.window = c.sliding_window if swa else 0
         swa_rope = swa and self.spec.swa_pattern > 0
@@ -113,6 +115,14 @@ class Transformer:
             scaling=self._rope_scaling(b, swa_rope),
             freq_factors=self._freq_factors))
         return b
+
+    @staticmethod
+    def _group_linears(b: Block) -> None:
+        """Q, K, V as one attn_qkv and gate, up as ffn_gate_up where they share their input:
+        one kernel call each per token instead of three and two (see QLinearGroup)."""
+        if b.attn_qkv is None:
+            b.attn_qkv = QLinearGroup.of([b.attn_q, b.attn_k, b.attn_v])
+        b.ffn_gate_up = QLinearGroup.of([b.ffn_gate, b.ffn_up])
 
     def _rope_scaling(self, b: Block, swa_rope: bool) -> RopeScaling:
         # llama.cpp: sliding layers rotate with freq_scale_swa, which is 1 (no scaling)
@@ -218,6 +228,8 @@ class Transformer:
         return rms_norm(q, w, eps), rms_norm(k, b.attn_k_norm, eps)
 
     def _ffn(self, b: Block, x: torch.Tensor) -> torch.Tensor:
+        if b.ffn_gate_up is not None:
+            return b.ffn_down(b.ffn_gate_up.gated(x, self.spec.activation))
         up = b.ffn_up(x)
         if b.ffn_gate is not None:
             gate = b.ffn_gate(x)

@@ -1,4 +1,5 @@
 """QLinear: y = x @ W.T (+ b) with W kept as raw GGML blocks; the kernels do the math.
+QLinearGroup: several QLinear on one input (Q/K/V, gate/up) in one kernel call where possible.
 ExpertStack: a 3-D stack of expert matrices whose experts are byte slices of the stack.
 
 Legend: E experts, N out_features (rows per expert), K in_features (weights per row).
@@ -9,15 +10,19 @@ from __future__ import annotations
 import torch
 
 from .errors import QuantError
-from .kernels import qmatmul
+from .kernels import kernel_for, registry
+from .kernels.reference import ACTIVATIONS, gated_reference
 from .qtensor import QTensor
 
 
 class QLinear:
     """A linear layer over a 2-D QTensor W of shape (out_features, in_features).
 
-    `__call__(x)` takes float32 (..., in_features) and returns float32 (..., out_features);
-    W is never dequantized as a whole (see quant.kernels.qmatmul).
+    `__call__(x)` takes float (..., in_features) and returns float32 (..., out_features);
+    W is never dequantized as a whole (see quant.kernels.qmatmul). The kernel is chosen per
+    (decode/prefill path, x device, GGUF_RUNTIME_KERNELS) on first use and kept bound to W,
+    so a decode step pays for one kernel call, not for the dispatch.
+    Raises QuantError for an x that is not floating point or whose last dim is not in_features.
     """
 
     def __init__(self, weight: QTensor, bias: torch.Tensor | None = None):
@@ -25,13 +30,119 @@ class QLinear:
             raise ValueError(f"QLinear needs a 2-D weight, got {weight!r}")
         self.weight, self.bias = weight, bias
         self.out_features, self.in_features = weight.shape
+        self._bound: dict[tuple, registry.BoundFn] = {}
+
+    @property
+    def input_kind(self):
+        """What `kernel_input` does to x depends only on this key (linears with equal keys may
+        share one converted x, as QLinearGroup does)."""
+        return None
+
+    def kernel_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., K) as every kernel takes it: float32 (M, K), contiguous. The one place where
+        activations enter the kernels."""
+        if not x.is_floating_point() or x.shape[-1] != self.in_features:
+            raise QuantError(f"QLinear x must be floating point (..., {self.in_features}) for "
+                             f"{self.weight!r}, got {x.dtype} {tuple(x.shape)}")
+        return x.reshape(-1, self.in_features).to(torch.float32).contiguous()
+
+    def run(self, x2: torch.Tensor, out: torch.Tensor) -> None:
+        """out (M, N) = x2 (M, K) @ W.T (no bias) for x2 from `kernel_input`; out may be strided."""
+        key = (x2.shape[0] <= registry.DECODE_MAX_ROWS, x2.device.type, registry.env_spec())
+        fn = self._bound.get(key)
+        if fn is None:
+            fn = self._bound[key] = kernel_for(self.weight, x2.shape[0], on_cpu=key[1] == "cpu").bind(self.weight)
+        fn(x2, out)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = qmatmul(x, self.weight)
+        x2 = self.kernel_input(x)                                               # (M, K)
+        out = torch.empty(x2.shape[0], self.out_features, device=x.device)      # (M, N)
+        if out.numel():
+            self.run(x2, out)
+        y = out.view(*x.shape[:-1], self.out_features)
         return y + self.bias if self.bias is not None else y
 
     def __repr__(self) -> str:
         return f"QLinear({self.weight!r}, bias={self.bias is not None})"
+
+
+class QLinearGroup:
+    """QLinears of one input computed together: Q, K and V, or an FFN's gate and up.
+
+    `__call__(x)` is [l_0(x) | l_1(x) | ...] along the last dim; `gated(x, act)` (two linears,
+    gate and up, of equal out_features) is act(gate(x)) * up(x), act "silu" or "gelu" (tanh
+    form). For few x rows where one backend has a group kernel (registry.select_group), that
+    is one kernel call (the activation fused in); otherwise each linear runs its own kernel
+    into its columns of one output. Build it with `QLinearGroup.of`.
+    """
+
+    def __init__(self, linears: list[QLinear]):
+        self.linears = tuple(linears)
+        self.in_features = linears[0].in_features
+        self.out_features = sum(l.out_features for l in linears)
+        self.offsets = [sum(l.out_features for l in linears[:j]) for j in range(len(linears) + 1)]
+        biased = [l.bias is not None for l in linears]
+        self.bias = torch.cat([l.bias if l.bias is not None else torch.zeros(l.out_features)
+                               for l in linears]) if any(biased) else None
+        self._group: dict[tuple, registry.GroupFn | None] = {}
+
+    @classmethod
+    def of(cls, linears: list[QLinear | None]) -> QLinearGroup | None:
+        """The group of `linears`, or None when one is missing or they do not share an input
+        (in_features, device, kernel_input's kind)."""
+        if len(linears) < 2 or any(l is None for l in linears):
+            return None
+        first = linears[0]
+        if any(l.in_features != first.in_features or l.input_kind != first.input_kind
+               or l.weight.data.device != first.weight.data.device for l in linears):
+            return None
+        return cls(linears)
+
+    def _group_kernel(self, x2: torch.Tensor) -> registry.GroupFn | None:
+        key = (x2.shape[0] <= registry.DECODE_MAX_ROWS, x2.device.type, registry.env_spec())
+        if key not in self._group:
+            weights = tuple(l.weight for l in self.linears)
+            self._group[key] = registry.select_group(weights, x2.shape[0], key[1] == "cpu")
+        return self._group[key]
+
+    def _project(self, x2: torch.Tensor, act: str | None) -> tuple[torch.Tensor, bool]:
+        """Kernel outputs for x2 (M, K) and whether `act` is already applied: act(gate) * up
+        (M, N) when the group kernel fused it, else the projections side by side (M, sum N),
+        biases added."""
+        m = x2.shape[0]
+        group = self._group_kernel(x2) if m else None
+        if group is not None and (act is None or self.bias is None):
+            out = torch.empty(m, self.linears[0].out_features if act else self.out_features)
+            group(x2, out, act)
+            act_done = act is not None
+        else:
+            out = torch.empty(m, self.out_features, device=x2.device)          # (M, sum N)
+            for l, a, b in zip(self.linears, self.offsets, self.offsets[1:]):
+                if m:
+                    l.run(x2, out[:, a:b])
+            act_done = False
+        if self.bias is not None and not act_done:
+            out += self.bias
+        return out, act_done
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self._project(self.linears[0].kernel_input(x), None)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def gated(self, x: torch.Tensor, act: str) -> torch.Tensor:
+        """act(gate(x)) * up(x), (..., N) for the two linears (gate, up) of this group."""
+        n = self.linears[0].out_features
+        if len(self.linears) != 2 or self.linears[1].out_features != n:
+            raise QuantError(f"gated() needs two linears of equal out_features, got {self!r}")
+        if act not in ACTIVATIONS:
+            raise QuantError(f"unknown gated activation {act!r}; supported: {', '.join(ACTIVATIONS)}")
+        out, act_done = self._project(self.linears[0].kernel_input(x), act)
+        if not act_done:
+            out = gated_reference(out[:, :n], out[:, n:], act)
+        return out.view(*x.shape[:-1], n)
+
+    def __repr__(self) -> str:
+        return f"QLinearGroup({', '.join(map(repr, self.linears))})"
 
 
 class ExpertStack:

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import quant
 from quant import QTensor, QuantError
 from quant.kernels import DECODE_MAX_ROWS, available_backends, kernel_for, native, qmatmul, registry, set_num_threads
+from quant.qlinear import QLinear, QLinearGroup
 from tests.test_formats import random_blocks
 
 TOL_EPS = 4           # float32 epsilons per sqrt(K) of sum |x||w| (worst seen: 0.2)
@@ -256,3 +257,179 @@ def test_native_decode_matches_oracle_on_random_shapes(qtype, n, m, blocks, seed
     out = torch.empty(m, n)
     registry.select(qtype, "decode", "native").fn(x, w, out)
     assert_close(out, x, w)
+
+
+@pytest.mark.parametrize("m", [1, 17])
+@pytest.mark.parametrize("qtype, path, backend", KERNELS, ids=[f"{q.name}-{p}-{b}" for q, p, b in KERNELS])
+def test_bound_kernel_equals_the_kernel(qtype, path, backend, m):
+    """Kernel.bind(W) (per-weight work done once) computes exactly what Kernel.fn does."""
+    if backend == "native":
+        native_or_skip()
+    w = make_weight(qtype, 21, row_length(qtype), seed=m)
+    x = torch.randn(m, w.n_cols, generator=torch.Generator().manual_seed(m))
+    kernel = registry.select(qtype, path, backend)
+    want, got, strided = torch.empty(m, 21), torch.empty(m, 21), torch.full((m, 30), -7.0)
+    kernel.fn(x, w, want)
+    kernel.bind(w)(x, got)
+    kernel.bind(w)(x, strided[:, 5:26])
+    assert torch.equal(got, want) and torch.equal(strided[:, 5:26], want)
+    assert (strided[:, :5] == -7).all() and (strided[:, 26:] == -7).all()
+
+
+# a Q/K/V-like group with mixed types of one K (as a K-quant mix has: Q4_K, Q6_K, ...)
+GROUP_TYPES = [(T.Q4_K, T.Q4_K, T.Q6_K), (T.Q4_1, T.Q8_0, T.Q5_0, T.F16), (T.Q5_K, T.BF16)]
+
+
+@pytest.mark.parametrize("m", [1, 3, DECODE_MAX_ROWS])
+@pytest.mark.parametrize("qtypes", GROUP_TYPES, ids=lambda ts: "-".join(t.name for t in ts))
+def test_native_group_is_its_members_side_by_side(qtypes, m):
+    """One ggr_gemv_multi call gives bit for bit what each weight's own kernel gives."""
+    native_or_skip()
+    ws = tuple(make_weight(t, n, 256, seed=n) for t, n in zip(qtypes, (37, 5, 19, 8)))
+    x = torch.randn(m, 256)
+    run = registry.select_group(ws, m)
+    assert run is not None
+    out = torch.full((m, sum(w.shape[0] for w in ws)), float("nan"))
+    run(x, out, None)
+    want = torch.cat([quant.kernels.qmatmul(x, w) for w in ws], dim=1)
+    assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu"])
+@pytest.mark.parametrize("m", [1, 5])
+def test_native_gated_group_matches_reference_activation(act, m):
+    """act(x @ G.T) * (x @ U.T) fused: the same gate/up sums, libm's exp/tanh vs torch's."""
+    native_or_skip()
+    from quant.kernels.reference import gated_reference
+    gate, up = make_weight(T.Q4_K, 45, 512, seed=1), make_weight(T.Q6_K, 45, 512, seed=2)
+    x = torch.randn(m, 512) * 0.05                    # keep gate values where act is not flat
+    out = torch.full((m, 45), float("nan"))
+    registry.select_group((gate, up), m)(x, out, act)
+    want = gated_reference(quant.kernels.qmatmul(x, gate), quant.kernels.qmatmul(x, up), act)
+    assert torch.allclose(out, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+
+
+def test_group_kernel_only_for_decode_and_one_backend(monkeypatch):
+    native_or_skip()
+    ws = (make_weight(T.Q4_0, 8, 64), make_weight(T.Q8_0, 8, 64))
+    assert registry.select_group(ws, DECODE_MAX_ROWS + 1) is None           # prefill: per weight
+    assert registry.select_group((*ws, make_weight(T.F32, 8, 64)), 1) is None   # F32: reference
+    monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "reference")
+    assert registry.select_group(ws, 1) is None
+
+
+def _linears(qtypes, k=256, biased=False):
+    return [QLinear(make_weight(t, n, k, seed=n), torch.randn(n) if biased else None)
+            for t, n in zip(qtypes, (24, 8, 8))]
+
+
+@pytest.mark.parametrize("env", [None, "reference"])
+@pytest.mark.parametrize("biased", [False, True])
+@pytest.mark.parametrize("shape", [(256,), (1, 256), (4, 256), (2, 20, 256), (0, 256)])
+def test_qlinear_group_equals_its_linears(shape, biased, env, monkeypatch):
+    if env:
+        monkeypatch.setenv("GGUF_RUNTIME_KERNELS", env)
+    lins = _linears((T.Q4_K, T.Q4_K, T.Q6_K), biased=biased)
+    group = QLinearGroup.of(lins)
+    x = torch.randn(shape)
+    want = torch.cat([l(x) for l in lins], dim=-1)
+    got = group(x)
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    gate, up = lins[1], lins[2]
+    pair = QLinearGroup.of([gate, up])
+    from quant.kernels.reference import gated_reference
+    g = pair.gated(x * 0.05, "silu")
+    want = gated_reference(gate(x * 0.05), up(x * 0.05), "silu")
+    assert g.shape == want.shape and torch.allclose(g, want, rtol=1e-5, atol=1e-6)
+
+
+def test_qlinear_group_refuses_what_it_cannot_group():
+    a, b = _linears((T.Q4_K, T.Q4_K))[0], QLinear(make_weight(T.Q4_K, 24, 256))
+    assert QLinearGroup.of([a, None]) is None and QLinearGroup.of([a]) is None
+    assert QLinearGroup.of([a, QLinear(make_weight(T.Q8_0, 8, 64))]) is None      # K differs
+    group = QLinearGroup.of(_linears((T.Q4_K, T.Q4_K, T.Q6_K)))
+    with pytest.raises(QuantError, match="two linears"):
+        group.gated(torch.randn(256), "silu")
+    with pytest.raises(QuantError, match="activation"):
+        QLinearGroup.of([a, b]).gated(torch.randn(256), "relu")
+    with pytest.raises(QuantError, match="QLinear x"):
+        group(torch.randn(2, 255))
+
+
+def test_native_kernel_clock_advances():
+    native_or_skip()
+    before = native.kernel_seconds()
+    quant.kernels.qmatmul(torch.randn(1, 4096), make_weight(T.Q4_K, 256, 4096))
+    assert native.kernel_seconds() > before
+
+
+def _attention_oracle(q, k, v, scale, cap):
+    """float64 softmax(c(scale q K^T)) V with K/V repeated per query head."""
+    rep = q.shape[0] // k.shape[0]
+    kk, vv = (t.double().repeat_interleave(rep, 0) for t in (k, v))
+    s = (q.double()[:, None] @ kk.transpose(1, 2))[:, 0] * scale            # (H, S)
+    if cap:
+        s = torch.tanh(s / cap) * cap
+    return (torch.softmax(s, -1)[:, None] @ vv)[:, 0]                         # (H, Dv)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("heads, kv_heads, dk, dv, s, cap", [
+    (9, 3, 64, 64, 600, 0.0), (4, 1, 256, 256, 1, 0.0), (8, 2, 40, 24, 257, 50.0), (6, 6, 80, 80, 3, 0.0)])
+def test_native_attention_matches_oracle(heads, kv_heads, dk, dv, s, cap, dtype):
+    """One query over a slice of a preallocated cache (no copy), GQA, softcap, f32/f16 rows,
+    positions spanning several chunks; the same result for every thread count."""
+    native_or_skip()
+    from quant.kernels.attention import attend_one
+    g = torch.Generator().manual_seed(s)
+    q = torch.randn(heads, dk, generator=g)
+    k = torch.randn(kv_heads, s + 9, dk, generator=g).to(dtype)[:, 4:4 + s]
+    v = torch.randn(kv_heads, s + 9, dv, generator=g).to(dtype)[:, 4:4 + s]
+    results = []
+    try:
+        for n in (1, 2, 3):
+            set_num_threads(n)
+            results.append(attend_one(q, k, v, 0.3, cap))
+    finally:
+        set_num_threads(None)
+    want = _attention_oracle(q, k, v, 0.3, cap)
+    assert torch.allclose(results[0].double(), want, rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(r, results[0]) for r in results)
+
+
+def test_native_attention_declines_what_it_cannot_run(monkeypatch):
+    from quant.kernels.attention import attend_one
+    q, k = torch.randn(4, 32), torch.randn(2, 5, 32)
+    assert attend_one(q.double(), k.double(), k.double(), 1.0) is None
+    assert attend_one(q, k.transpose(1, 2).contiguous().transpose(1, 2), k, 1.0) is None   # strided rows
+    monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "reference")
+    assert attend_one(q, k, k, 1.0) is None
+
+
+@pytest.mark.parametrize("shape", [(1, 576), (3, 4, 256), (7, 70)])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_native_rms_norm_matches_torch(shape, weighted):
+    native_or_skip()
+    from quant.kernels.rowops import rms_norm
+    x = torch.randn(shape) * 3
+    w = torch.randn(shape[-1]) if weighted else None
+    for xs in (x, torch.cat([x, x], dim=-1)[..., :shape[-1]]):                 # contiguous, strided rows
+        got = rms_norm(xs, w, 1e-6)
+        assert torch.allclose(got, torch.nn.functional.rms_norm(xs, (shape[-1],), w, 1e-6), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize("n_rot, dk", [(64, 64), (32, 80)])
+def test_native_rope_matches_the_torch_form(neox, n_rot, dk):
+    """rowops.rope_one against gguf_runtime.layers.Rope's torch form (the positions' rotation)."""
+    native_or_skip()
+    from gguf_runtime.config import RopeScaling
+    from gguf_runtime.layers import Rope, RopeParams
+    from quant.kernels.rowops import rope_one
+    rope = Rope(RopeParams(n_rot, 10000.0, "neox" if neox else "norm", RopeScaling()))
+    x = torch.randn(2, 5, dk)
+    cos, sin = rope.cos_sin(torch.tensor([3, 517]))
+    want = rope.apply(x, cos, sin)                                          # two tokens: torch form
+    for t in range(2):
+        got = rope_one(x[t:t + 1].contiguous(), cos[t:t + 1], sin[t:t + 1], n_rot, neox)
+        assert torch.allclose(got, want[t:t + 1], rtol=1e-5, atol=1e-6)

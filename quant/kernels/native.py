@@ -14,7 +14,10 @@ backend with one warning and leaves the reference kernels in charge; loading nev
 ctypes releases the GIL during each call; tensors are passed as raw data pointers.
 
 Kernels registered here:
-    decode  (few x rows): ggr_gemv, fused dequantize-and-dot, OpenMP over W rows.
+    decode  (few x rows): ggr_gemv, fused dequantize-and-dot, OpenMP over W rows; bound per
+                          weight (`bind_gemv`: pointers and sizes converted once) and, for several
+                          weights on one x (Q, K, V; gate and up with the activation fused),
+                          ggr_gemv_multi: one call, one OpenMP region (`bind_group`).
     prefill (many rows):  ggr_dequant into a reused float32 tile buffer, then one torch matmul
                           per tile (one pass, 3-40x faster than the multi-pass torch dequantizers).
 """
@@ -38,12 +41,12 @@ from gguf import GGMLQuantizationType as T
 from ..errors import QuantError
 from ..formats import get_format
 from ..qtensor import QTensor
-from .registry import register, register_backend, threads
+from .registry import register, register_backend, register_group, threads
 
 SOURCE_DIR = Path(__file__).with_name("csrc")
 SOURCE = SOURCE_DIR / "ggr.c"                 # includes the headers beside it
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-std=gnu11")
-ABI_VERSION = 1
+ABI_VERSION = 2
 ENV_CACHE = "GGUF_RUNTIME_CACHE"
 
 DEQUANT_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
@@ -108,16 +111,33 @@ def _build(cc: str, target: Path) -> None:
             os.unlink(tmp)
 
 
+class GGRMatrix(ctypes.Structure):
+    """ggr_matrix: one weight of ggr_gemv_multi (GGML type id, raw blocks, bytes per row, rows)."""
+
+    _fields_ = [("type", ctypes.c_int32), ("reserved", ctypes.c_int32), ("w", ctypes.c_void_p),
+                ("row_bytes", ctypes.c_int64), ("n", ctypes.c_int64)]
+
+
+ACT_CODES = {None: 0, "silu": 1, "gelu": 2}     # ggr_gemv_multi's act argument
+MAX_MATRICES = 8                                # GGR_MAX_MATRICES
+
+
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     signatures = {
         "ggr_abi_version": [], "ggr_block_size": [i32], "ggr_type_size": [i32], "ggr_has_dequant": [i32],
         "ggr_gemv": [i32, ptr, i64, i64, ptr, i64, i64, ptr, i32],
+        "ggr_gemv_multi": [ptr, i32, ptr, i64, i64, ptr, i32, i32],
+        "ggr_kernel_ns": [],
+        "ggr_attend": [ptr, ptr, i32],
+        "ggr_rms_norm": [ptr, i64, i64, i64, ptr, ctypes.c_float, ptr],
+        "ggr_rope": [ptr, i64, i64, i64, ptr, ptr, i32, ptr],
         "ggr_dequant": [i32, ptr, i64, ptr, i32],
     }
     for name, args in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, i32
+    lib.ggr_kernel_ns.restype = i64
     return lib
 
 
@@ -168,7 +188,19 @@ def _build_and_load() -> ctypes.CDLL | None:
 register_backend("native", priority=10, available=lambda: load() is not None)
 
 
-@register("native", DECODE_TYPES, ["decode"])
+def bind_gemv(w: QTensor):
+    """run(x, out) = gemv(x, w, out) with W's type, pointer and sizes converted once."""
+    fn, qtype, wptr, row_bytes, (n, k) = load().ggr_gemv, int(w.qtype), w.data.data_ptr(), w.row_nbytes, w.shape
+
+    def run(x: torch.Tensor, out: torch.Tensor) -> None:
+        if not out.is_contiguous():
+            gemv(x, w, out)
+        elif fn(qtype, wptr, row_bytes, n, x.data_ptr(), x.shape[0], k, out.data_ptr(), threads()):
+            raise QuantError(f"native gemv rejected {w!r} with x {tuple(x.shape)}")
+    return run
+
+
+@register("native", DECODE_TYPES, ["decode"], prepare=bind_gemv)
 def gemv(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
     """out (M, N) = x (M, K) @ W.T, fused; `out` must be contiguous (the C side writes rows of N)."""
     n, k = w.shape
@@ -179,6 +211,12 @@ def gemv(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
         raise QuantError(f"native gemv rejected {w!r} with x {tuple(x.shape)} (code {rc})")
     if target is not out:
         out.copy_(target)
+
+
+def kernel_seconds() -> float:
+    """Wall-clock seconds spent inside the native kernels so far (0.0 without them)."""
+    lib = load()
+    return lib.ggr_kernel_ns() / 1e9 if lib is not None else 0.0
 
 
 def dequantize_rows_into(w: QTensor, start: int, stop: int, buf: torch.Tensor) -> torch.Tensor:
@@ -207,3 +245,21 @@ def dequant_matmul(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
     for start in range(0, n, step):
         stop = min(n, start + step)
         torch.mm(x, dequantize_rows_into(w, start, stop, buf).T, out=out[:, start:stop])
+
+
+@register_group("native")
+def bind_group(weights: tuple[QTensor, ...]):
+    """run(x, out, act) over several W of one K in one ggr_gemv_multi call (see registry.GroupFn).
+
+    Raises QuantError for more than MAX_MATRICES weights or K's that differ."""
+    k = weights[0].shape[1]
+    if len(weights) > MAX_MATRICES or any(w.shape[1] != k for w in weights):
+        raise QuantError(f"a native group takes up to {MAX_MATRICES} weights of one K, got {weights!r}")
+    mats = (GGRMatrix * len(weights))(*[GGRMatrix(int(w.qtype), 0, w.data.data_ptr(), w.row_nbytes, w.shape[0])
+                                        for w in weights])
+    fn, count, keep = load().ggr_gemv_multi, len(weights), weights   # keep: the blocks outlive mats
+
+    def run(x: torch.Tensor, out: torch.Tensor, act: str | None) -> None:
+        if fn(mats, count, x.data_ptr(), x.shape[0], k, out.data_ptr(), ACT_CODES[act], threads()):
+            raise QuantError(f"native group gemv rejected {keep!r} with x {tuple(x.shape)}, act {act}")
+    return run

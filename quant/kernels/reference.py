@@ -13,6 +13,7 @@ Legend: M = x rows, K = row length, N = W rows, n = rows of one tile.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from gguf import GGMLQuantizationType as T
 
 from ..formats import SUPPORTED_TYPES
@@ -22,6 +23,14 @@ from .registry import register, register_backend
 TILE_BYTES = 8 << 20   # float32 bytes of dequantized W per tile
 
 register_backend("reference", priority=0, available=lambda: True, cpu_only=False)
+
+# Gated activations of an FFN (SwiGLU, GeGLU); ggml_gelu is the tanh approximation.
+ACTIVATIONS = {"silu": F.silu, "gelu": lambda g: F.gelu(g, approximate="tanh")}
+
+
+def gated_reference(gate: torch.Tensor, up: torch.Tensor, act: str) -> torch.Tensor:
+    """act(gate) * up, act one of ACTIVATIONS (the oracle of the fused native gated kernel)."""
+    return ACTIVATIONS[act](gate) * up
 
 
 def tile_rows(k: int, tile_bytes: int = TILE_BYTES) -> int:

@@ -6,7 +6,11 @@ out a float32 (M, N) tensor it must fill (possibly a strided view: write into it
 rows: dequantize a tile once, let BLAS amortise it over the rows).
 
 A backend ("native", "reference", ...) is a name, a priority and an availability check run
-once on first use; a kernel is one `@register(backend, qtypes, paths)` line. The environment
+once on first use; a kernel is one `@register(backend, qtypes, paths)` line. A kernel may come
+with `prepare(W) -> run(x, out)`, which does the per-weight work once (pointers, sizes) so that
+a layer calling it every token pays only for the call (`Kernel.bind`). A backend may also offer
+a group kernel (`register_group`): several W against one x in one call, optionally with a gated
+activation fused in (see `GroupFn`). The environment
 variable GGUF_RUNTIME_KERNELS, a comma-separated list of backend names, restricts which
 backends may run (GGUF_RUNTIME_KERNELS=reference forces the pure-torch reference path).
 """
@@ -25,6 +29,12 @@ from ..errors import QuantError
 from ..qtensor import QTensor
 
 KernelFn = Callable[[torch.Tensor, QTensor, torch.Tensor], None]
+BoundFn = Callable[[torch.Tensor, torch.Tensor], None]            # run(x, out) for one bound W
+PrepareFn = Callable[[QTensor], BoundFn]
+# run(x, out, act) for W_0..W_n-1 bound together. act None: out (M, sum N) = the x @ W_j.T side
+# by side; act "silu" / "gelu" (two W, gate and up, of equal N): out (M, N) = act(x@G.T) * (x@U.T)
+GroupFn = Callable[[torch.Tensor, torch.Tensor, "str | None"], None]
+PrepareGroupFn = Callable[[tuple[QTensor, ...]], GroupFn]
 PATHS = ("decode", "prefill")
 ENV_BACKENDS = "GGUF_RUNTIME_KERNELS"
 
@@ -48,10 +58,18 @@ class Kernel:
     qtype: T
     path: str
     fn: KernelFn
+    prepare: PrepareFn | None = None
 
     @property
     def name(self) -> str:
         return f"{self.backend}:{self.qtype.name}:{self.path}"
+
+    def bind(self, w: QTensor) -> BoundFn:
+        """run(x, out) computing out = x @ W.T for this W, per-weight work done once here."""
+        if self.prepare is not None:
+            return self.prepare(w)
+        fn = self.fn
+        return lambda x, out: fn(x, w, out)
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -60,6 +78,8 @@ _AVAILABLE: dict[str, bool] = {}
 _SELECTED: dict[tuple, Kernel] = {}     # select() cache; cleared by every registration
 _LOCK = threading.Lock()
 _THREADS: list[int | None] = [None]     # None: follow torch.get_num_threads()
+_GROUPS: dict[str, PrepareGroupFn] = {}  # backend -> its group kernel (decode path only)
+_ENABLED: dict[tuple[str, str], bool] = {}   # backend_enabled() cache
 
 
 def register_backend(name: str, priority: int, available: Callable[[], bool], cpu_only: bool = True) -> None:
@@ -68,8 +88,10 @@ def register_backend(name: str, priority: int, available: Callable[[], bool], cp
     _SELECTED.clear()
 
 
-def register(backend: str, qtypes: Iterable[T], paths: Iterable[str] = PATHS) -> Callable[[KernelFn], KernelFn]:
-    """Decorator: register `fn` as `backend`'s kernel for every (qtype, path) given."""
+def register(backend: str, qtypes: Iterable[T], paths: Iterable[str] = PATHS,
+             prepare: PrepareFn | None = None) -> Callable[[KernelFn], KernelFn]:
+    """Decorator: register `fn` as `backend`'s kernel for every (qtype, path) given
+    (`prepare`, if given, is its per-weight binder, see Kernel.bind)."""
 
     def add(fn: KernelFn) -> KernelFn:
         if backend not in _BACKENDS:
@@ -78,11 +100,51 @@ def register(backend: str, qtypes: Iterable[T], paths: Iterable[str] = PATHS) ->
             for path in paths:
                 if path not in PATHS:
                     raise QuantError(f"kernel path must be one of {PATHS}, got {path!r}")
-                _KERNELS.setdefault((T(qtype), path), {})[backend] = Kernel(backend, T(qtype), path, fn)
+                _KERNELS.setdefault((T(qtype), path), {})[backend] = Kernel(backend, T(qtype), path, fn, prepare)
         _SELECTED.clear()
         return fn
 
     return add
+
+
+def register_group(backend: str) -> Callable[[PrepareGroupFn], PrepareGroupFn]:
+    """Decorator: `prepare(weights) -> GroupFn` is `backend`'s group kernel for the decode path,
+    used for weights whose decode kernels all come from `backend`."""
+
+    def add(prepare: PrepareGroupFn) -> PrepareGroupFn:
+        if backend not in _BACKENDS:
+            raise QuantError(f"kernel backend {backend!r} is not declared; declared: {', '.join(_BACKENDS)}")
+        _GROUPS[backend] = prepare
+        return prepare
+
+    return add
+
+
+def select_group(weights: tuple[QTensor, ...], n_x_rows: int, on_cpu: bool = True) -> GroupFn | None:
+    """A group kernel bound to `weights` for `n_x_rows` x rows, or None when there is none: on
+    the prefill path, or when the weights' decode kernels do not all come from one backend that
+    has a group kernel (then the caller runs each weight's own kernel)."""
+    if path_for(n_x_rows) != "decode":
+        return None
+    backends = {select(w.qtype, "decode", None, on_cpu).backend for w in weights}
+    if len(backends) != 1:
+        return None
+    prepare = _GROUPS.get(backends.pop())
+    return prepare(weights) if prepare is not None else None
+
+
+def backend_enabled(name: str) -> bool:
+    """Whether backend `name` is both available and allowed by GGUF_RUNTIME_KERNELS now (for
+    kernels outside the (type, path) table: attention, row ops). Cached per variable value."""
+    key = (name, env_spec())
+    if key not in _ENABLED:
+        _ENABLED[key] = name in allowed_backends() and backend_available(name)
+    return _ENABLED[key]
+
+
+def env_spec() -> str:
+    """The current GGUF_RUNTIME_KERNELS value (part of every cached kernel choice's key)."""
+    return os.environ.get(ENV_BACKENDS, "")
 
 
 def backend_available(name: str) -> bool:
@@ -119,7 +181,7 @@ def select(qtype: T, path: str, backend: str | None = None, on_cpu: bool = True)
     Raises QuantError naming the type, the path and the registered backends when none fits.
     Choices are cached per (arguments, GGUF_RUNTIME_KERNELS value): a dict lookup per call.
     """
-    key = (qtype, path, backend, on_cpu, os.environ.get(ENV_BACKENDS, ""))
+    key = (qtype, path, backend, on_cpu, env_spec())
     kernel = _SELECTED.get(key)
     if kernel is None:
         kernel = _SELECTED[key] = _choose(T(qtype), path, backend, on_cpu)

@@ -51,12 +51,12 @@ INLINE uint32_t ld_u32(const uint8_t *p) {
 typedef void (*deq_fn)(const uint8_t *, float *);
 typedef void (*deq_n_fn)(const uint8_t *, float *, int);
 
-typedef struct {           /* one ggr_gemv call: y (m, n) = x (m, k) @ W.T, W = n rows of row_bytes */
+typedef struct {           /* y (m, n) = x (m, k) @ W.T, W = n rows of row_bytes; y row r at y + r*ldy */
     const uint8_t *w;
     int64_t row_bytes, n, m, k;
     const float *x;
     float *y;
-    int threads;
+    int64_t ldy;
 } gemv_job;
 
 typedef struct {           /* sums of each x row over 16 / 32 consecutive weights: (m, k/16), (m, k/32) */

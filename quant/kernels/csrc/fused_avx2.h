@@ -370,7 +370,7 @@ INLINE void avx_row(const gemv_job *job, const x_sums *xs, int64_t i, int64_t r0
             deq_n(row + nb * ts, tail, (int)(job->k - nb * qk));
             for (int64_t j = nb * qk; j < job->k; j++) s += tail[j - nb * qk] * x[j];
         }
-        job->y[(r0 + r) * job->n + i] = s;
+        job->y[(r0 + r) * job->ldy + i] = s;
     }
 }
 

@@ -14,6 +14,17 @@
  *       count). Float32 rounding differs from x @ dequantize(W).T in summation order only.
  *       Returns 0; -1 for an unsupported type or a k / row_bytes that do not match; -2 if out
  *       of memory.
+ *   ggr_gemv_multi(mats, count, x, m, k, y, act, threads)
+ *       Several W (ggr_matrix: type, blocks, row_bytes, n; up to GGR_MAX_MATRICES) against one
+ *       x in one OpenMP region. act 0: y (m, sum n) holds the matrices' outputs side by side
+ *       (as if their rows were one W: Q, K, V). act 1 (SiLU) / 2 (GELU, tanh form): two
+ *       matrices gate and up of equal n and y (m, n) = act(x @ G.T) * (x @ U.T). Same codes.
+ *       ggr_gemv is ggr_gemv_multi of one matrix.
+ *   ggr_attend(job, out, threads)
+ *       One query position's attention over a float32 / f16 key-value cache (attend.h).
+ *   ggr_rms_norm(x, rows, d, ldx, w, eps, y), ggr_rope(x, rows, d, n_rot, cos, sin, neox, y)
+ *       Row ops of the decode step (rowops.h); single-threaded, not counted in ggr_kernel_ns.
+ *   ggr_kernel_ns() -> nanoseconds spent in ggr_gemv* and ggr_dequant so far (for profiles).
  *   ggr_dequant(type, src, n_blocks, dst, threads)
  *       dst (n_blocks * block_size float32) = the blocks' weights, bit-exact with gguf-py's
  *       numpy dequantizers (same float32 operations in the same order, hence -ffp-contract=off:
@@ -25,9 +36,22 @@
  * A new format: a layout + deq_ in blocks.h, a row_ in fused_avx2.h, one DEFINE line and one
  * table row here.
  */
+#include <time.h>
 #include "blocks.h"
+#include "attend.h"
+#include "rowops.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
-#define GGR_ABI 1
+#define GGR_ABI 2
+#define GGR_MAX_MATRICES 8
+
+typedef struct {           /* one weight matrix of ggr_gemv_multi: n rows of row_bytes raw blocks */
+    int32_t type, reserved;
+    const uint8_t *w;
+    int64_t row_bytes, n;
+} ggr_matrix;
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define GGR_AVX2 1
@@ -60,7 +84,7 @@ INLINE void gemv_row(const gemv_job *job, int64_t i, int64_t r0, int mm, deq_fn 
         deq(row + b * ts, buf);
         for (int r = 0; r < mm; r++) dot_lanes(acc[r], buf, job->x + (r0 + r) * job->k + b * qk, qk);
     }
-    for (int r = 0; r < mm; r++) job->y[(r0 + r) * job->n + i] = hsum(acc[r]);
+    for (int r = 0; r < mm; r++) job->y[(r0 + r) * job->ldy + i] = hsum(acc[r]);
 }
 
 INLINE void gemv_rows(const gemv_job *job, int64_t i, deq_fn deq, int qk, int ts) {
@@ -91,7 +115,7 @@ INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn 
             deq_n(row + 2 * full, buf, (int)(job->k - full));
             for (int64_t j = full; j < job->k; j++) s += buf[j - full] * x[j];
         }
-        job->y[r * job->n + i] = s;
+        job->y[r * job->ldy + i] = s;
     }
 }
 
@@ -105,12 +129,11 @@ INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn 
 #define FLOAT_BODY(name) gemv_float_row(job, i, deq_##name, deq_##name##_n)
 #endif
 
-#define OMP_ROWS _Pragma("omp parallel for schedule(static) num_threads(job->threads) if(job->threads > 1)")
-
+/* Each format's rows [lo, hi) of one job, run by one thread; the drivers below split rows. */
 #define DEFINE_KERNELS(name, QK, TS)                                                         \
-    static void gemv_##name(const gemv_job *job, const x_sums *xs) {                         \
+    static void rows_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
         (void)xs;                                                                            \
-        OMP_ROWS for (int64_t i = 0; i < job->n; i++) GEMV_BODY(name, QK, TS);               \
+        for (int64_t i = lo; i < hi; i++) GEMV_BODY(name, QK, TS);                           \
     }                                                                                        \
     static void dequant_##name(const uint8_t *src, int64_t nb, float *dst, int threads) {    \
         _Pragma("omp parallel for schedule(static) num_threads(threads) if(threads > 1)")    \
@@ -118,9 +141,9 @@ INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn 
     }
 
 #define DEFINE_FLOAT_KERNELS(name)                                                           \
-    static void gemv_##name(const gemv_job *job, const x_sums *xs) {                         \
+    static void rows_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
         (void)xs;                                                                            \
-        OMP_ROWS for (int64_t i = 0; i < job->n; i++) FLOAT_BODY(name);                      \
+        for (int64_t i = lo; i < hi; i++) FLOAT_BODY(name);                                  \
     }
 
 DEFINE_KERNELS(q4_0, 32, 18)
@@ -142,7 +165,7 @@ DEFINE_FLOAT_KERNELS(bf16)
 
 typedef struct {
     int block_size, type_size;
-    void (*gemv)(const gemv_job *, const x_sums *);
+    void (*rows)(const gemv_job *, const x_sums *, int64_t, int64_t);
     void (*dequant)(const uint8_t *, int64_t, float *, int);   /* NULL: not offered natively */
 } format_ops;
 
@@ -151,24 +174,24 @@ enum { GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
        GGML_IQ4_NL = 20, GGML_IQ4_XS = 23, GGML_BF16 = 30, GGML_TYPE_END = 64 };
 
 static const format_ops FORMATS[GGML_TYPE_END] = {
-    [GGML_Q4_0] = {32, 18, gemv_q4_0, dequant_q4_0},
-    [GGML_Q4_1] = {32, 20, gemv_q4_1, dequant_q4_1},
-    [GGML_Q5_0] = {32, 22, gemv_q5_0, dequant_q5_0},
-    [GGML_Q5_1] = {32, 24, gemv_q5_1, dequant_q5_1},
-    [GGML_Q8_0] = {32, 34, gemv_q8_0, dequant_q8_0},
-    [GGML_Q2_K] = {QK_K, 84, gemv_q2_k, dequant_q2_k},
-    [GGML_Q3_K] = {QK_K, 110, gemv_q3_k, dequant_q3_k},
-    [GGML_Q4_K] = {QK_K, 144, gemv_q4_k, dequant_q4_k},
-    [GGML_Q5_K] = {QK_K, 176, gemv_q5_k, dequant_q5_k},
-    [GGML_Q6_K] = {QK_K, 210, gemv_q6_k, dequant_q6_k},
-    [GGML_IQ4_NL] = {32, 18, gemv_iq4_nl, dequant_iq4_nl},
-    [GGML_IQ4_XS] = {QK_K, 136, gemv_iq4_xs, dequant_iq4_xs},
-    [GGML_F16] = {1, 2, gemv_f16, NULL},
-    [GGML_BF16] = {1, 2, gemv_bf16, NULL},
+    [GGML_Q4_0] = {32, 18, rows_q4_0, dequant_q4_0},
+    [GGML_Q4_1] = {32, 20, rows_q4_1, dequant_q4_1},
+    [GGML_Q5_0] = {32, 22, rows_q5_0, dequant_q5_0},
+    [GGML_Q5_1] = {32, 24, rows_q5_1, dequant_q5_1},
+    [GGML_Q8_0] = {32, 34, rows_q8_0, dequant_q8_0},
+    [GGML_Q2_K] = {QK_K, 84, rows_q2_k, dequant_q2_k},
+    [GGML_Q3_K] = {QK_K, 110, rows_q3_k, dequant_q3_k},
+    [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k},
+    [GGML_Q5_K] = {QK_K, 176, rows_q5_k, dequant_q5_k},
+    [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k},
+    [GGML_IQ4_NL] = {32, 18, rows_iq4_nl, dequant_iq4_nl},
+    [GGML_IQ4_XS] = {QK_K, 136, rows_iq4_xs, dequant_iq4_xs},
+    [GGML_F16] = {1, 2, rows_f16, NULL},
+    [GGML_BF16] = {1, 2, rows_bf16, NULL},
 };
 
 static const format_ops *ops(int type) {
-    return type >= 0 && type < GGML_TYPE_END && FORMATS[type].gemv ? &FORMATS[type] : NULL;
+    return type >= 0 && type < GGML_TYPE_END && FORMATS[type].rows ? &FORMATS[type] : NULL;
 }
 
 /* x sums per 16 and per 32 weights (the offset terms of the fused rows); NULLs if no memory */
@@ -191,22 +214,163 @@ int ggr_block_size(int type) { return ops(type) ? ops(type)->block_size : 0; }
 int ggr_type_size(int type) { return ops(type) ? ops(type)->type_size : 0; }
 int ggr_has_dequant(int type) { return ops(type) && ops(type)->dequant; }
 
-int ggr_gemv(int type, const uint8_t *w, int64_t row_bytes, int64_t n, const float *x, int64_t m,
-             int64_t k, float *y, int threads) {
-    const format_ops *f = ops(type);
-    if (!f || k % f->block_size || row_bytes != k / f->block_size * f->type_size) return -1;
-    const gemv_job job = {w, row_bytes, n, m, k, x, y, threads < 1 ? 1 : threads};
+/* ---- the gemv drivers ---- */
+
+enum { ACT_NONE = 0, ACT_SILU = 1, ACT_GELU_TANH = 2 };
+
+INLINE float act_silu(float g) { return g / (1.0f + expf(-g)); }
+INLINE float act_gelu_tanh(float g) {      /* ggml_gelu / torch gelu(approximate="tanh") */
+    return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+}
+
+/* Output rows [lo, hi) of the matrices' rows laid end to end (matrix j's rows after those of
+ * matrices 0 .. j-1): each matrix computes its part of the range. */
+static void rows_range(const gemv_job *jobs, const format_ops *const *fs, int count, const x_sums *xs,
+                       int64_t lo, int64_t hi) {
+    int64_t off = 0;
+    for (int j = 0; j < count; j++) {
+        const int64_t a = lo > off ? lo : off, b = hi < off + jobs[j].n ? hi : off + jobs[j].n;
+        if (a < b) fs[j]->rows(&jobs[j], xs, a - off, b - off);
+        off += jobs[j].n;
+    }
+}
+
+/* y (m, F) = act(gate) * up for output rows [lo, hi): gate in g (ldy F), up already in y.
+ * Vectorised with exp256: silu(g) = g / (1 + e^-g), tanh(u) = 1 - 2 / (e^2u + 1). */
+static void glu_range(int act, float *g, float *y, int64_t m, int64_t f, int64_t lo, int64_t hi) {
+    const float c = 0.7978845608028654f;            /* sqrt(2 / pi) */
+    for (int64_t r = 0; r < m; r++) {
+        float *gr = g + r * f, *yr = y + r * f;
+        int64_t i = lo;
+#ifdef __AVX2__
+        const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+        for (; i + 8 <= hi; i += 8) {
+            const __m256 x = _mm256_loadu_ps(gr + i);
+            __m256 a;
+            if (act == ACT_SILU) {
+                a = _mm256_div_ps(x, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+            } else {
+                const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+                const __m256 u = _mm256_mul_ps(_mm256_set1_ps(c), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
+                const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(exp256(_mm256_add_ps(u, u)), one)));
+                a = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, t));
+            }
+            _mm256_storeu_ps(yr + i, _mm256_mul_ps(a, _mm256_loadu_ps(yr + i)));
+        }
+#endif
+        for (; i < hi; i++) yr[i] *= act == ACT_SILU ? act_silu(gr[i]) : act_gelu_tanh(gr[i]);
+    }
+}
+
+/* One OpenMP region for every matrix: thread t of nt takes output rows [N t / nt, N (t+1) / nt)
+ * of the N rows (static, so each output is computed the same way whatever the thread count).
+ * With an activation there are two matrices (gate, up) of F rows each and the range is over
+ * F: a thread computes gate and up for its rows, then their product, with no barrier. */
+static void run_jobs(const gemv_job *jobs, const format_ops *const *fs, int count, const x_sums *xs,
+                     int act, float *gate, int threads) {
+    int64_t total = 0;
+    for (int j = 0; j < count; j++) total += jobs[j].n;
+    if (act != ACT_NONE) total = jobs[0].n;
+    #pragma omp parallel num_threads(threads) if(threads > 1)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
+        if (act == ACT_NONE) {
+            rows_range(jobs, fs, count, xs, lo, hi);
+        } else {
+            fs[0]->rows(&jobs[0], xs, lo, hi);
+            fs[1]->rows(&jobs[1], xs, lo, hi);
+            glu_range(act, gate, jobs[1].y, jobs[1].m, total, lo, hi);
+        }
+    }
+}
+
+/* Nanoseconds spent inside ggr_gemv_multi / ggr_dequant since load (wall clock, all callers):
+ * what `gguf-runtime bench --profile` reports as time in the native kernels. */
+static int64_t kernel_ns;
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int64_t ggr_kernel_ns(void) { return __atomic_load_n(&kernel_ns, __ATOMIC_RELAXED); }
+
+static int gemv_multi(const ggr_matrix *mats, int count, const float *x, int64_t m, int64_t k, float *y,
+                      int act, int threads) {
+    if (count < 1 || count > GGR_MAX_MATRICES || act < ACT_NONE || act > ACT_GELU_TANH) return -1;
+    if (act != ACT_NONE && (count != 2 || mats[0].n != mats[1].n)) return -1;
+    gemv_job jobs[GGR_MAX_MATRICES];
+    const format_ops *fs[GGR_MAX_MATRICES];
+    int64_t total = 0;
+    for (int j = 0; j < count; j++) total += mats[j].n;
+    float *gate = act != ACT_NONE ? malloc(sizeof(float) * (size_t)(m * mats[0].n + 1)) : NULL;
+    if (act != ACT_NONE && !gate) return -2;
+    int64_t off = 0;
+    for (int j = 0; j < count; off += mats[j].n, j++) {
+        fs[j] = ops(mats[j].type);
+        if (!fs[j] || k % fs[j]->block_size || mats[j].row_bytes != k / fs[j]->block_size * fs[j]->type_size) {
+            free(gate);
+            return -1;
+        }
+        float *yj = act == ACT_NONE ? y + off : j == 0 ? gate : y;
+        jobs[j] = (gemv_job){mats[j].w, mats[j].row_bytes, mats[j].n, m, k, x, yj,
+                             act == ACT_NONE ? total : mats[j].n};
+    }
     x_sums xs = sums_of(x, m, k);
     const int ok = xs.s16 && xs.s32;
-    if (ok) f->gemv(&job, &xs);
+    if (ok) run_jobs(jobs, fs, count, &xs, act, gate, threads < 1 ? 1 : threads);
     free(xs.s16);
     free(xs.s32);
+    free(gate);
     return ok ? 0 : -2;
+}
+
+int ggr_gemv_multi(const ggr_matrix *mats, int count, const float *x, int64_t m, int64_t k, float *y,
+                   int act, int threads) {
+    const int64_t t0 = now_ns();
+    const int rc = gemv_multi(mats, count, x, m, k, y, act, threads);
+    __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
+    return rc;
+}
+
+int ggr_gemv(int type, const uint8_t *w, int64_t row_bytes, int64_t n, const float *x, int64_t m,
+             int64_t k, float *y, int threads) {
+    const ggr_matrix mat = {type, 0, w, row_bytes, n};
+    return ggr_gemv_multi(&mat, 1, x, m, k, y, ACT_NONE, threads);
+}
+
+/* out (H, dv) for one query position: see attend.h. Returns 0, -1 on bad sizes, -2 no memory. */
+int ggr_attend(const attend_job *a, float *out, int threads) {
+    const int64_t t0 = now_ns();
+    const int rc = attend_run(a, out, threads);
+    __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
+    return rc;
+}
+
+int ggr_rms_norm(const float *x, int64_t rows, int64_t d, int64_t ldx, const float *w, float eps, float *y) {
+    if (rows < 0 || d < 1 || ldx < d) return -1;
+    for (int64_t r = 0; r < rows; r++) rms_norm_row(x + r * ldx, d, w, eps, y + r * d);
+    return 0;
+}
+
+int ggr_rope(const float *x, int64_t rows, int64_t d, int64_t n_rot, const float *c, const float *s, int neox,
+             float *y) {
+    if (rows < 0 || n_rot < 0 || n_rot % 2 || n_rot > d) return -1;
+    for (int64_t r = 0; r < rows; r++) rope_row(x + r * d, d, n_rot, c, s, neox, y + r * d);
+    return 0;
 }
 
 int ggr_dequant(int type, const uint8_t *src, int64_t n_blocks, float *dst, int threads) {
     const format_ops *f = ops(type);
     if (!f || !f->dequant) return -1;
+    const int64_t t0 = now_ns();
     f->dequant(src, n_blocks, dst, threads < 1 ? 1 : threads);
+    __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
     return 0;
 }
