@@ -163,3 +163,16 @@ def test_unknown_architecture_lists_supported(tmp_path):
 def test_missing_file_is_gguf_error(tmp_path):
     with pytest.raises(GGUFError, match="cannot open"):
         gguf_runtime.load(tmp_path / "nope.gguf")
+
+
+def test_decode_profile_splits_a_step_into_kernels_and_the_rest(smol):
+    """`gguf-runtime bench --profile`'s numbers: the kernel share is part of the step."""
+    from gguf_runtime.generate import prefill
+    from gguf_runtime.profiling import profile_decode
+
+    with torch.inference_mode():
+        cache = smol._new_cache(64)
+        token = int(prefill(smol.transformer, smol.tokenize("Hello there"), cache).argmax())
+    prof = profile_decode(smol.transformer, cache, token, n_tokens=4)
+    assert 0 < prof.step_ms and 0 <= prof.kernel_ms <= prof.step_ms
+    assert prof.torch_ops and "outside them" in prof.format()

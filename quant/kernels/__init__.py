@@ -8,6 +8,11 @@ Backends, best first: "native" (C + OpenMP, built on first use; see .native) and
 float view and a plain torch matmul. GGUF_RUNTIME_KERNELS=reference forces the reference path.
 
 The whole of W is never dequantized at once: at most one tile (a few MB of float32).
+
+Beside the table: group kernels (registry.register_group: several W on one x in one call, for
+QLinearGroup) and the decode step's float ops in one native call each, each with a torch
+fallback that is also its test oracle: `attention.attend_one` (one query over the KV cache),
+`rowops.rms_norm`, `rowops.rope_one`.
 """
 
 from __future__ import annotations

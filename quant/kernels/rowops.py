@@ -17,8 +17,14 @@ from . import native
 from .registry import backend_enabled
 
 
-def _cpu_f32(*ts: torch.Tensor | None) -> bool:
-    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in ts)
+def _cpu_f32(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
+    """x and every non-None tensor of `more` float32 on the CPU (a loop: this runs per token)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    for t in more:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            return False
+    return True
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor | None:
