@@ -152,7 +152,8 @@ def run_bench(path: str, threads: int = 2, n_prompt: int = 512, n_decode: int = 
     return list(best.values())
 
 
-def format_table(path: str, threads: int, results: list[BenchResult]) -> str:
+def format_table(path: str, threads: int, results: list[BenchResult], floor=None) -> str:
+    """The side-by-side table; `floor` (bench_floor.Floor) adds the bandwidth-floor line."""
     rows = [f"model: {os.path.basename(path)}   threads: {threads}",
             f"{'engine':14s} {'load s':>8s} {'prefill tok/s':>14s} {'decode tok/s':>13s} "
             f"{'peak RSS MiB':>13s}"]
@@ -167,6 +168,11 @@ def format_table(path: str, threads: int, results: list[BenchResult]) -> str:
                     f"{ours.decode_tok_s / ref.decode_tok_s:13.2f} "
                     f"{ours.peak_rss_mib / ref.peak_rss_mib:13.2f}")
         rows.append("(ratio: ours/llama.cpp for speed and RSS, llama.cpp/ours for load)")
+    if floor is not None:
+        line = (f"bandwidth floor: {floor.active_bytes / 1e6:.1f} MB read per token at "
+                f"{floor.gb_per_s:.1f} GB/s = {floor.tok_per_s:.1f} tok/s")
+        rows.append(line + "".join(f"; {r.engine} at {floor.tok_per_s / r.decode_tok_s:.2f}x "
+                                   f"the floor" for r in results))
     return "\n".join(rows)
 
 

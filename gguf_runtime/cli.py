@@ -164,7 +164,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .bench import format_table, llama_cpp_available, run_bench, run_profile
+    from .bench_floor import bandwidth_floor
     from .default_models import resolve_model
+    from .gguf_file import open_gguf
 
     path = str(resolve_model(args.model))
     if min(args.threads, args.prompt_tokens, args.decode_tokens, args.repeats) <= 0:
@@ -174,12 +176,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
     results = run_bench(path, args.threads, args.prompt_tokens, args.decode_tokens,
                         args.repeats)
-    print(format_table(path, args.threads, results))
+    floor = bandwidth_floor(open_gguf(path), args.threads)
+    print(format_table(path, args.threads, results, floor))
     if args.profile:
         print(run_profile(path, args.threads, args.prompt_tokens, 32))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": path, "threads": args.threads,
+            json.dump({"model": path, "threads": args.threads, "floor": asdict(floor)
+                       | {"tok_per_s": floor.tok_per_s},
                        "results": [asdict(r) for r in results]}, f, indent=2)
     return 0
 

@@ -306,3 +306,16 @@ def test_expert_rows_not_whole_blocks(tmp_path, built):
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file()
     w.close()
     _load_error(path, r"ffn_down_exps\.weight.*row length 48 is not a multiple of .*32")
+
+
+def test_bandwidth_floor_counts_routed_share_of_expert_stacks(built):
+    """bench_floor: dense tensors count whole, `*_exps` stacks count used/count of their bytes."""
+    from gguf_runtime.bench_floor import active_weight_bytes
+
+    gf = open_gguf(built("qwen3moe").files["Q4_K_M"])
+    used, count = (gf.metadata[f"qwen3moe.expert_{k}"] for k in ("used_count", "count"))
+    experts = sum(i.nbytes for n, i in gf.tensors.items() if "_exps." in n)
+    dense = sum(i.nbytes for n, i in gf.tensors.items()
+                if "_exps." not in n and n != "token_embd.weight")
+    assert "output.weight" in gf.tensors and 0 < used < count
+    assert active_weight_bytes(gf) == pytest.approx(dense + experts * used / count, abs=64)

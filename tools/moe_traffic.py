@@ -11,8 +11,9 @@ Reported per decoded token: routed-expert bytes read, against all expert bytes i
 (every other weight, token_embd counted as one row). Plus decode tok/s and the process's peak
 RSS (ru_maxrss: resident pages, the memory-mapped file's included). The model's GGUF is only
 memory-mapped, so run it inside a memory cgroup below the file size to see it still decode
-(tools/memlimit_run.sh). On a shared 2-core machine decode speed depended mostly on OpenMP's
-spin-waiting (the native kernels' pool and torch's): compare with OMP_WAIT_POLICY=PASSIVE.
+(tools/memlimit_run.sh). On a 2-core machine that other processes load, decode speed depends
+mostly on OpenMP's spin-waiting (torch and the native kernels share torch's libgomp pool, whose
+threads spin between parallel regions): time it on a quiet machine.
 """
 
 from __future__ import annotations
