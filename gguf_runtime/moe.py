@@ -12,12 +12,12 @@ G expert groups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from quant import QuantError
-from quant.qlinear import ExpertStack, QLinear
+from quant.qlinear import ExpertStack, QLinear, QLinearGroup
 
 from .config import ModelConfig
 from .errors import GGUFFormatError
@@ -122,6 +122,7 @@ class MoE:
     ffn_up_shexp: QLinear | None = None
     ffn_down_shexp: QLinear | None = None
     ffn_gate_inp_shexp: torch.Tensor | None = None   # (D,) Qwen2-MoE: shared FFN's sigmoid gate
+    _gate_up: dict = field(default_factory=dict, repr=False)   # expert -> its QLinearGroup
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(T, D) normed hidden states -> (T, D) FFN output."""
@@ -135,6 +136,8 @@ class MoE:
                 selected: torch.Tensor) -> torch.Tensor:
         """Grouped dispatch: tokens are grouped by expert, so each selected expert runs one
         matmul per projection over all its tokens and its bytes are read once per step."""
+        if x.shape[0] == 1:
+            return self._routed_one(x, weights[0], selected[0])
         n_used = selected.shape[1]
         order = torch.argsort(selected.reshape(-1), stable=True)          # (T*K,) by expert
         tokens = order // n_used                                          # (T*K,)
@@ -150,12 +153,27 @@ class MoE:
                 start += n
         return out
 
+    def _routed_one(self, x: torch.Tensor, weights: torch.Tensor,
+                    selected: torch.Tensor) -> torch.Tensor:
+        """One token (decode): its K experts in expert order, summed as `_routed` sums them
+        (so decode and prefill round alike), without the grouping bookkeeping."""
+        out = None
+        for e, w in sorted(zip(selected.tolist(), weights.tolist())):
+            y = self._expert(e, x).mul_(w)                                # (1, D)
+            out = y if out is None else out.add_(y)
+        return out
+
     def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        up = self.ffn_up_exps.expert(e)(x)                                # (n, F)
+        up = self.ffn_up_exps.expert(e)                                   # marks it touched
         if self.ffn_gate_exps is None:
-            return self.ffn_down_exps.expert(e)(torch.nn.functional.silu(up))
-        gate = self.ffn_gate_exps.expert(e)(x)
-        return self.ffn_down_exps.expert(e)(gated_activation(gate, up, self.activation))
+            return self.ffn_down_exps.expert(e)(torch.nn.functional.silu(up(x)))
+        gate = self.ffn_gate_exps.expert(e)
+        group = self._gate_up.get(e)
+        if group is None:
+            group = self._gate_up[e] = QLinearGroup.of([gate, up])
+        h = group.gated(x, self.activation) if group is not None else \
+            gated_activation(gate(x), up(x), self.activation)
+        return self.ffn_down_exps.expert(e)(h)                            # (n, D)
 
     def _shared(self, x: torch.Tensor) -> torch.Tensor:
         h = gated_activation(self.ffn_gate_shexp(x), self.ffn_up_shexp(x), self.activation)
