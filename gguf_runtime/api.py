@@ -99,7 +99,8 @@ class Model:
     # ------------------------------------------------------------------ forward
     def _new_cache(self, n_ctx: int) -> KVCache:
         c = self.config
-        return KVCache(n_ctx, c.head_count_kv, c.key_length, c.value_length)
+        heads = c.head_count_kv[:c.trunk_block_count]          # MTP blocks hold no cache
+        return KVCache(n_ctx, heads, c.key_length, c.value_length)
 
     @torch.inference_mode()
     def logits(self, ids: list[int]) -> torch.Tensor:

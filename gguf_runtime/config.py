@@ -3,7 +3,8 @@
 Defaults follow llama.cpp's `load_hparams`: head_count_kv = head_count, key/value length =
 n_embd / n_head, rope dimension = key length, rope base 10000, rope scaling "linear" factor 1,
 context for YaRN = training context. Per-layer keys (head counts, feed-forward length) may be a
-scalar or an array of block_count values.
+scalar or an array of block_count values. `block_count` counts the multi-token-prediction
+blocks (`nextn_predict_layers`, GLM-4.5) that follow the trunk; inference runs the trunk only.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class ModelConfig:
     expert_group_count: int = 0
     expert_group_used_count: int = 0
     leading_dense_block_count: int = 0
+    nextn_predict_layers: int = 0                # trailing MTP blocks, skipped at inference
     q_lora_rank: int = 0
     kv_lora_rank: int = 0                        # > 0: multi-head latent attention (deepseek2)
     key_length_mla: int = 0                      # MLA per-head K / V widths (0: key/value_length)
@@ -153,11 +155,17 @@ class ModelConfig:
             final_logit_softcapping=float(k.get("final_logit_softcapping", 0.0)),
             attention_scale=float(k.get("attention.scale", 0.0)),
             **_moe_fields(k),
+            nextn_predict_layers=_nextn_layers(k, n_layer),
             **_mla_fields(k),
             embedding_scale=float(k.get("embedding_scale", 0.0)),
             residual_scale=float(k.get("residual_scale", 0.0)),
             logit_scale=float(k.get("logit_scale", 0.0)),
         )
+
+    @property
+    def trunk_block_count(self) -> int:
+        """The blocks a forward pass runs: block_count less the trailing MTP blocks."""
+        return self.block_count - self.nextn_predict_layers
 
     @property
     def head_dim(self) -> int:
@@ -229,6 +237,15 @@ def _moe_fields(k: _Keys) -> dict[str, Any]:
         expert_group_used_count=int(k.get("expert_group_used_count", 0)),
         leading_dense_block_count=int(k.get("leading_dense_block_count", 0)),
     )
+
+
+def _nextn_layers(k: _Keys, n_layer: int) -> int:
+    """llama.cpp's n_layer_nextn: at most block_count - 1 here, so a trunk remains to run."""
+    n = int(k.get("nextn_predict_layers", 0))
+    if not 0 <= n < n_layer:
+        raise GGUFFormatError(f"{k.source}: {k.arch}.nextn_predict_layers is {n}; it must be "
+                              f"below {k.arch}.block_count ({n_layer})")
+    return n
 
 
 def _mla_fields(k: _Keys) -> dict[str, Any]:

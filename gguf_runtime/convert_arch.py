@@ -1,7 +1,7 @@
 """Hugging Face architectures -> GGUF: the rename tables, the families and per-tensor fixes.
 
 Facts follow llama.cpp's convert_hf_to_gguf.py (conversion/base.py, llama.py, qwen.py,
-gemma.py, phi.py, granite.py, olmo.py, deepseek.py): tensor names, llama's Q/K row permutation
+gemma.py, phi.py, granite.py, olmo.py, deepseek.py, glm.py): tensor names, llama's Q/K row permutation
 (Hugging Face rotates the two halves of a head, GGML's "norm" RoPE adjacent pairs), Gemma's
 RMSNorm weight stored as 1 + w, the llama3 `rope_freqs` tensor. Expert stacks and tensors
 split in two are planned in convert_plan.py; the `{arch}.*` keys are convert_hparams.py's.
@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from .convert_hparams import (KV, HParams, _base, _deepseek2, _gemma, _gemma2, _gemma3,
-                              _granite, _llama, _phi3, _qwen_moe)
+                              _glm4moe, _granite, _llama, _phi3, _qwen_moe)
 from .errors import UnsupportedError
 
 __all__ = ["Family", "FAMILIES", "HF_ARCHITECTURES", "HParams", "detect_family",
@@ -70,6 +70,9 @@ MOE_BLOCK = {**PER_BLOCK,
              "self_attn.q_b_proj": "attn_q_b",
              "self_attn.kv_a_proj_with_mqa": "attn_kv_a_mqa",
              "self_attn.kv_a_layernorm": "attn_kv_a_norm"}
+# GLM-4.5: llama.cpp's tensor map resolves post_attention_layernorm to ATTN_POST_NORM for
+# glm4moe (no FFN_NORM in its tensor list), though the graph uses it as the pre-FFN norm.
+GLM4MOE_BLOCK = {**MOE_BLOCK, "post_attention_layernorm": "post_attention_norm"}
 # Whole block-relative names whose last part is not .weight / .bias.
 BLOCK_EXACT = {"mlp.gate.e_score_correction_bias": "exp_probs_b.bias",     # DeepSeek-V3
                "mlp.experts.down_proj": "ffn_down_exps.weight"}            # fused (E, D, Fe)
@@ -89,7 +92,8 @@ class Family:
     norm_shift: float = 0.0           # gemma: RMSNorm multiplies by (1 + w); store 1 + w
     swa_period: int = 0               # llama.cpp's default sliding-window period
     qk_norm_full: bool = False        # olmoe: Q/K norms span all heads (H*Dk, Hkv*Dk wide)
-    drop_extra_layers: bool = False   # deepseek: layers past num_hidden_layers (MTP) dropped
+    drop_extra_layers: bool = False   # deepseek, glm4moe: layers past num_hidden_layers (MTP)
+                                      # dropped (glm4moe: as llama.cpp's --no-mtp)
 
 
 FAMILIES = {f.arch: f for f in [
@@ -106,6 +110,7 @@ FAMILIES = {f.arch: f for f in [
     Family("qwen3moe", _qwen_moe, MOE_BLOCK),
     Family("olmoe", _base, MOE_BLOCK, qk_norm_full=True),
     Family("deepseek2", _deepseek2, MOE_BLOCK, drop_extra_layers=True),
+    Family("glm4moe", _glm4moe, GLM4MOE_BLOCK, drop_extra_layers=True),
 ]}
 HF_ARCHITECTURES = {
     "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
@@ -115,6 +120,7 @@ HF_ARCHITECTURES = {
     "GraniteMoeSharedForCausalLM": "granitemoe", "Qwen2MoeForCausalLM": "qwen2moe",
     "Qwen3MoeForCausalLM": "qwen3moe", "OlmoeForCausalLM": "olmoe",
     "DeepseekV2ForCausalLM": "deepseek2", "DeepseekV3ForCausalLM": "deepseek2",
+    "Glm4MoeForCausalLM": "glm4moe",
 }
 
 

@@ -4,7 +4,7 @@
 parameters normalised); each writer fills `kv` (GGUFWriter method name -> value) for one
 family, so a family can override a key its base wrote. Facts follow llama.cpp's
 conversion/base.py (TextModel.set_gguf_parameters, including the expert keys every model
-with them gets), llama.py, qwen.py, gemma.py, phi.py, granite.py, olmo.py, deepseek.py.
+with them gets), llama.py, qwen.py, gemma.py, phi.py, granite.py, olmo.py, deepseek.py, glm.py.
 
 Where Hugging Face says more than llama.cpp's converter writes, the runtime (and llama.cpp's
 runtime) needs it and the value is the model's own, a key is added: `vocab_size` for every
@@ -305,3 +305,21 @@ def _deepseek2(h: HParams, kv: KV) -> None:
     if "add_expert_gating_func" not in kv and h.cfg.get("architectures") == [
             "DeepseekV3ForCausalLM"]:
         kv["add_expert_gating_func"] = ExpertGatingFuncType.SIGMOID
+
+
+def _glm4moe(h: HParams, kv: KV) -> None:
+    """Glm4MoeModel as llama.cpp's `--no-mtp` writes it: RoPE over partial_rotary_factor (0.5
+    unset) of the head, sigmoid router, and neither the MTP blocks nor nextn_predict_layers
+    (the runtime skips such blocks in files that have them)."""
+    _base(h, kv)
+    rot = float(h.rope.get("partial_rotary_factor", 0.5))
+    kv.update(add_rope_dimension_count=int(h.head_dim * rot),
+              add_expert_feed_forward_length=h.n_ff_exp,
+              add_expert_shared_count=int(h.cfg.get("n_shared_experts") or 0),
+              add_expert_gating_func=ExpertGatingFuncType.SIGMOID)
+    if (dense := h.cfg.get("first_k_dense_replace")) is not None:
+        kv["add_leading_dense_block_count"] = int(dense)
+    if (scale := h.cfg.get("routed_scaling_factor")) is not None:
+        kv["add_expert_weights_scale"] = float(scale)
+    if (norm := h.cfg.get("norm_topk_prob")) is not None:
+        kv["add_expert_weights_norm"] = bool(norm)

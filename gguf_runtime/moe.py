@@ -25,8 +25,9 @@ from .gguf_file import GGUFFile, TensorInfo
 from .layers import gated_activation
 from .registry import ArchSpec
 
-# llama.cpp's llama_expert_gating_func_type; 0 (unset) means softmax, as llama.cpp's deepseek2.
-GATING_FUNCS = {0: "softmax", 1: "softmax", 2: "sigmoid"}
+# llama.cpp's llama_expert_gating_func_type; 0 (unset) is the ArchSpec's expert_gating_unset
+# (softmax for deepseek2, sigmoid for glm4moe, as llama.cpp's load_hparams).
+GATING_FUNCS = {1: "softmax", 2: "sigmoid"}
 # ggml's clamp of the sum of the selected weights before renormalising (smallest normal f16).
 _MIN_WEIGHT_SUM = 6.103515625e-5
 
@@ -48,7 +49,8 @@ class Routing:
         norm = spec.expert_weights_norm
         gating = spec.expert_gating
         if gating == "file":
-            gating = GATING_FUNCS.get(c.expert_gating_func, f"#{c.expert_gating_func}")
+            gating = spec.expert_gating_unset if c.expert_gating_func == 0 else \
+                GATING_FUNCS.get(c.expert_gating_func, f"#{c.expert_gating_func}")
         return cls(c.expert_count, c.expert_used_count, gating,
                    c.expert_weights_norm if norm is None else norm,
                    c.expert_weights_scale or 1.0, c.expert_group_count, c.expert_group_used_count)

@@ -4,7 +4,7 @@ Everything a file states (head counts, norms present, biases present, tied outpu
 the file; an ArchSpec only carries what llama.cpp hard-codes per architecture: RoPE ordering
 ("norm" rotates adjacent pairs, "neox" rotates the two halves), Gemma's sqrt(n_embd) embedding
 scale, the FFN activation, the default sliding-window period, how a Mixture-of-Experts router
-weighs its experts, and whether this runtime runs it yet.
+weighs its experts, which norm feeds the FFN, and whether this runtime runs it yet.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ class ArchSpec:
     # None / "file": read `{arch}.expert_weights_norm` / `{arch}.expert_gating_func` (deepseek2).
     expert_weights_norm: bool | None = True
     expert_gating: str = "softmax"    # "softmax" | "sigmoid" | "file"
+    expert_gating_unset: str = "softmax"   # "file" with the key absent or 0 (glm4moe: sigmoid)
+    # The tensor that norms the FFN's input. GLM-4.5's HF "post_attention_layernorm" is stored
+    # as post_attention_norm but is the pre-FFN norm (llama.cpp's glm4-moe graph), no post-norm.
+    ffn_norm: str = "ffn_norm"
     runnable: bool = True
     not_runnable_reason: str = ""
 
@@ -46,6 +50,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {a.name: a for a in [
     ArchSpec("olmoe", rope_style="neox", moe=True, expert_weights_norm=False),
     ArchSpec("granitemoe", moe=True),
     ArchSpec("deepseek2", moe=True, expert_weights_norm=None, expert_gating="file"),
+    ArchSpec("glm4moe", rope_style="neox", moe=True, expert_weights_norm=None,
+             expert_gating="file", expert_gating_unset="sigmoid",
+             ffn_norm="post_attention_norm"),
 ]}
 
 # Names some converters write for the same graph.

@@ -70,7 +70,8 @@ class Transformer:
         self.output_norm = self._vector("output_norm.weight")
         self._freq_factors = self._vector("rope_freqs.weight")
         self._ropes: dict[tuple, Rope] = {}
-        self.blk = [self._block(i) for i in range(config.block_count)]
+        # llama.cpp's trunk graph: the trailing MTP (nextn) blocks are not run.
+        self.blk = [self._block(i) for i in range(config.trunk_block_count)]
         c = config
         self.embed_scale = math.sqrt(c.embedding_length) if spec.embed_scale_sqrt \
             else (c.embedding_scale or 1.0)
@@ -96,6 +97,9 @@ class Transformer:
                 setattr(b, name, QLinear(w.qtensor(), bias))
         for name in _NORMS:
             setattr(b, name, self._vector(f"blk.{i}.{name}.weight"))
+        if self.spec.ffn_norm != "ffn_norm":        # glm4moe: the FFN norm has another name
+            b.ffn_norm = getattr(b, self.spec.ffn_norm)
+            setattr(b, self.spec.ffn_norm, None)
         c = self.config
         if is_sparse(c, i):
             b.moe = build_moe(self.gf, i, c, self.spec)

@@ -113,6 +113,30 @@ def test_prefill_decode_equals_full_forward(built, name):
         seq.append(token)
 
 
+def test_glm4moe_mtp_blocks_are_skipped(built, tmp_path):
+    """As llama.cpp's default conversion writes GLM-4.5: block_count counts a trailing MTP block
+    (nextn_predict_layers 1, with its nextn.* tensors), which inference skips. Without the
+    expert_gating_func key glm4moe routes by sigmoid (llama.cpp's default for it)."""
+    b = built("glm4moe")
+    arch, meta, tensors = read_gguf(b.files["F32"])
+    n, d = meta["block_count"], meta["embedding_length"]
+    last = f"blk.{n - 1}."
+    mtp = {f"blk.{n}.{k[len(last):]}": a for k, a in tensors.items() if k.startswith(last)}
+    mtp.update({f"blk.{n}.nextn.eh_proj.weight": np.ones((d, 2 * d), np.float32),
+                f"blk.{n}.nextn.enorm.weight": np.ones(d, np.float32),
+                f"blk.{n}.nextn.hnorm.weight": np.ones(d, np.float32)})
+    meta = {k: v for k, v in meta.items() if k != "expert_gating_func"}
+    path = write_gguf(tmp_path / "mtp.gguf", arch,
+                      {**meta, "block_count": n + 1, "nextn_predict_layers": 1}, tensors | mtp)
+    model, ref = gguf_runtime.load(path, n_ctx=64), gguf_runtime.load(b.files["F32"], n_ctx=64)
+    assert len(model.transformer.blk) == model.config.trunk_block_count == n
+    assert torch.equal(model.logits(IDS), ref.logits(IDS))
+    bad = write_gguf(tmp_path / "bad.gguf", arch,
+                     {**meta, "block_count": n + 1, "nextn_predict_layers": n + 1}, tensors | mtp)
+    _load_error(bad, rf"glm4moe\.nextn_predict_layers is {n + 1}; it must be below "
+                     rf"glm4moe\.block_count \({n + 1}\)")
+
+
 # --------------------------------------------------------------------------- experts
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K"])
 def test_expert_slices_are_the_stack(qtype):

@@ -86,6 +86,13 @@ CASES = {
         rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
                          "original_max_position_embeddings": 32, "mscale": 0.707,
                          "mscale_all_dim": 0.707, "beta_fast": 32.0, "beta_slow": 1.0})),
+    # GLM-4.5: Q/K/V biases, per-head Q/K norms, NeoX RoPE over half of each head, a leading
+    # dense block, sigmoid router with selection bias and weight scale, one shared expert.
+    "glm4moe": Case("glm4moe", "Glm4MoeConfig", dict(
+        num_hidden_layers=3, intermediate_size=512, moe_intermediate_size=256,
+        n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+        n_group=1, topk_group=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+        attention_bias=True, use_qk_norm=True, partial_rotary_factor=0.5)),
 }
 
 
