@@ -98,18 +98,18 @@ def save_folder(model: TinyModel, folder: Path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- (3) bytes and metadata
-# Some llama.cpp model classes (Qwen2/3-MoE, DeepSeek-V2, ...) read only a byte-level BPE
-# tokenizer.json whose pre-tokenizer fingerprint is a known real model's, which no tiny
-# tokenizer can have. There the vocabulary step (only) is swapped for the SentencePiece one the
+# Some llama.cpp model classes (Qwen2/3-MoE, DeepSeek-V2, GLM-4.5's `_set_vocab_glm`, ...) read
+# only a byte-level BPE tokenizer.json whose pre-tokenizer fingerprint is a known real model's,
+# which no tiny tokenizer can have. There the vocabulary step (only) is swapped for the SentencePiece one the
 # other classes use; tensors and hyperparameters are untouched. Marked in the results.
-SHIM_MARK = "interop-shim: _set_vocab_gpt2 -> _set_vocab_sentencepiece"
+SHIM_MARK = "interop-shim: _set_vocab_gpt2 / _set_vocab_glm -> _set_vocab_sentencepiece"
 SHIM = f"""
 import runpy, sys
 from conversion.base import TextModel
 def _spm(self):
     print({SHIM_MARK!r}, file=sys.stderr)
     self._set_vocab_sentencepiece()
-TextModel._set_vocab_gpt2 = _spm
+TextModel._set_vocab_gpt2 = TextModel._set_vocab_glm = _spm
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
