@@ -6,6 +6,8 @@ rows and W row counts that no thread count divides. Float32 kernels only differ 
 by summation order and by factoring scales out of block sums, so the error is bounded by
 TOL_EPS float32 epsilons times sqrt(K) times sum_j |x_j| |w_ij| (plus rtol on the result).
 Native tests skip when the native library cannot be built here (no compiler).
+The "q8k" decode kernels round x to Q8_K first (Q4_K, Q6_K): their oracle is x' @ W.T with x'
+= reference.q8k_round(x), the same tolerance (the integer sums are exact).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hypothesis import strategies as st
 import quant
 from quant import QTensor, QuantError
 from quant.kernels import DECODE_MAX_ROWS, available_backends, kernel_for, native, qmatmul, registry, set_num_threads
+from quant.kernels.reference import q8k_round
 from quant.qlinear import QLinear, QLinearGroup
 from tests.test_formats import random_blocks
 
@@ -36,6 +39,20 @@ X_ROWS = (1, 3, 17)
 def native_or_skip():
     if native.load() is None:
         pytest.skip("native kernels unavailable (no C compiler?)")
+
+
+def backend_or_skip(backend: str) -> None:
+    if backend == "native":
+        native_or_skip()
+    elif backend == native.Q8K_BACKEND and not registry.backend_available(backend):
+        pytest.skip("q8k kernels unavailable (no native library or no AVX2)")
+
+
+def x_seen_by(kernel: registry.Kernel, x: torch.Tensor) -> torch.Tensor:
+    """The x a kernel effectively multiplies: rounded through Q8_K for the q8k integer rows."""
+    if kernel.backend == native.Q8K_BACKEND and kernel.path == "decode" and kernel.qtype in native.q8k_types():
+        return q8k_round(x)
+    return x
 
 
 def make_weight(qtype: T, n: int, k: int, seed: int = 0) -> QTensor:
@@ -68,13 +85,13 @@ KERNELS = sorted(((q, p, b) for (q, p), backends in registry.registered().items(
 @pytest.mark.parametrize("m", X_ROWS)
 @pytest.mark.parametrize("qtype, path, backend", KERNELS, ids=[f"{q.name}-{p}-{b}" for q, p, b in KERNELS])
 def test_every_kernel_matches_oracle(qtype, path, backend, m):
-    if backend == "native":
-        native_or_skip()
+    backend_or_skip(backend)
     w = make_weight(qtype, 37, row_length(qtype), seed=m)
     x = torch.randn(m, w.n_cols, generator=torch.Generator().manual_seed(m))
     out = torch.full((m, w.shape[0]), float("nan"))
-    registry.select(qtype, path, backend).fn(x, w, out)
-    assert_close(out, x, w)
+    kernel = registry.select(qtype, path, backend)
+    kernel.fn(x, w, out)
+    assert_close(out, x_seen_by(kernel, x), w)
 
 
 @pytest.mark.parametrize("qtype", native.DEQUANT_TYPES, ids=lambda t: t.name)
@@ -149,7 +166,8 @@ def test_dispatch_paths():
     assert kernel_for(w, 1).path == kernel_for(w, DECODE_MAX_ROWS).path == "decode"
     assert kernel_for(w, DECODE_MAX_ROWS + 1).path == "prefill"
     expected = "native" if "native" in available_backends() else "reference"
-    assert kernel_for(w, 1).backend == kernel_for(w, 512).backend == expected
+    decode = native.Q8K_BACKEND if native.Q8K_BACKEND in available_backends() else expected
+    assert kernel_for(w, 1).backend == decode and kernel_for(w, 512).backend == expected
 
 
 def test_f32_routes_to_the_reference_view_matmul():
@@ -171,7 +189,9 @@ def test_a_kernel_is_one_registration_and_unregistered_pairs_fall_through(monkey
         w8, w4 = make_weight(T.Q8_0, 5, 64), make_weight(T.Q4_0, 5, 64)
         assert (qmatmul(torch.randn(2, 64), w8) == 1).all() and len(calls) == 1
         fallback = "native" if "native" in available_backends() else "reference"
-        assert kernel_for(w8, 100).backend == kernel_for(w4, 1).backend == fallback
+        assert kernel_for(w8, 100).backend == fallback
+        assert kernel_for(w4, 1).backend == (native.Q8K_BACKEND if registry.backend_available(native.Q8K_BACKEND)
+                                             else fallback)
         monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "native,reference")
         assert kernel_for(w8, 1).backend == fallback
     finally:
@@ -203,7 +223,7 @@ def test_thread_counts(monkeypatch):
             results.append(qmatmul(x, w))
         for y in results:           # rows are split, never a row's sum: identical results
             assert torch.equal(y, results[0])
-        assert_close(results[0], x, w)
+        assert_close(results[0], x_seen_by(kernel_for(w, 3), x), w)
         with pytest.raises(QuantError):
             set_num_threads(0)
     finally:
@@ -259,12 +279,44 @@ def test_native_decode_matches_oracle_on_random_shapes(qtype, n, m, blocks, seed
     assert_close(out, x, w)
 
 
+@settings(max_examples=40, deadline=None)
+@given(qtype=st.sampled_from((T.Q4_K, T.Q6_K)), n=st.integers(1, 40), m=st.integers(1, 20),
+       blocks=st.integers(1, 5), seed=st.integers(0, 2**16), scale=st.sampled_from((1e-3, 1.0, 1e3)))
+def test_q8k_decode_matches_rounded_x_oracle_on_random_shapes(qtype, n, m, blocks, seed, scale):
+    """Integer rows == reference on q8k_round(x); x with exact zeros, all-zero and tied blocks."""
+    if not registry.backend_available(native.Q8K_BACKEND):
+        return
+    k = blocks * 256
+    w = make_weight(qtype, n, k, seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(np.float32) * np.float32(scale)
+    x[rng.random((m, k)) < 0.1] = 0.0
+    x[0, :256] = 0.0                                          # an all-zero block: d = 0
+    if k > 256:
+        x[0, 256:512] = np.sign(x[0, 256:512]) * np.float32(scale)  # every |x| ties
+    x = torch.from_numpy(x)
+    out = torch.empty(m, n)
+    registry.select(qtype, "decode", native.Q8K_BACKEND).fn(x, w, out)
+    assert_close(out, q8k_round(x), w)
+
+
+def test_q8k_round_is_llama_cpps_q8_k():
+    """d = max / -127 from the value of largest |x|, ties to even, hand-worked on exact floats."""
+    x = torch.zeros(2, 256)
+    x[0, :6] = torch.tensor([-127 / 64, 1.0, 0.5 / 64, 1.5 / 64, 2.5 / 64, -0.5 / 64])   # iscale 64
+    x[1, :3] = torch.tensor([1.0, -1.0, 0.25])                                       # iscale -127
+    y = q8k_round(x)
+    assert y[0, :6].tolist() == [-127 / 64, 1.0, 0.0, 2 / 64, 2 / 64, 0.0]
+    d1 = torch.tensor(1.0) / torch.tensor(-127.0)
+    assert y[1, :3].tolist() == (d1 * torch.tensor([-127.0, 127.0, -32.0])).tolist()
+    assert (y[:, 6:] == 0).all() and (q8k_round(torch.zeros(256)) == 0).all()
+
+
 @pytest.mark.parametrize("m", [1, 17])
 @pytest.mark.parametrize("qtype, path, backend", KERNELS, ids=[f"{q.name}-{p}-{b}" for q, p, b in KERNELS])
 def test_bound_kernel_equals_the_kernel(qtype, path, backend, m):
     """Kernel.bind(W) (per-weight work done once) computes exactly what Kernel.fn does."""
-    if backend == "native":
-        native_or_skip()
+    backend_or_skip(backend)
     w = make_weight(qtype, 21, row_length(qtype), seed=m)
     x = torch.randn(m, w.n_cols, generator=torch.Generator().manual_seed(m))
     kernel = registry.select(qtype, path, backend)

@@ -93,13 +93,19 @@ def test_logits_match_transformers(built, name):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_k_quant_greedy_equals_dequantized_float(built, name):
+def test_k_quant_greedy_equals_dequantized_float(built, name, monkeypatch):
+    """Float-x kernels (the "q8k" decode rows round x to Q8_K, so greedy may part at near ties:
+    their decode logits are only checked to stay close)."""
     b = built(name)
     quant = gguf_runtime.load(b.files["Q4_K_M"], n_ctx=64)
     stacks = _stacks(quant)
     assert {s.weight.qtype for layer in stacks for s in layer} <= {T.Q4_K, T.Q6_K}
     assert stacks[-1][0].weight.qtype == T.Q4_K and stacks[-1][-1].weight.qtype == T.Q6_K
     ref = gguf_runtime.load(b.files["Q4_K_M-dequantized"], n_ctx=64)
+    # one token: the decode path (q8k rows where available); up to 3% seen through the layers
+    # of these random tiny models, a wrong kernel gives ~100%
+    assert relative_error(quant.logits(IDS[:1]), ref.logits(IDS[:1])) < 1e-1
+    monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "native,reference")
     assert relative_error(quant.logits(IDS), ref.logits(IDS)) < 1e-3
     assert greedy(quant, PROMPT, N_NEW) == greedy(ref, PROMPT, N_NEW)
 

@@ -1,4 +1,4 @@
-"""Benchmark quant.kernels: decode (1 x row) and prefill (512 rows), native vs reference.
+"""Benchmark quant.kernels: decode (1 x row) and prefill (512 rows), q8k vs native vs reference.
 
     python tools/bench_kernels.py                    # the table (about 2-4 minutes on 2 cores)
     python tools/bench_kernels.py --quick            # 2048x2048 only, fewer repeats
@@ -10,6 +10,7 @@ bandwidth the kernel sustains. "hot" repeats one matrix (2048x2048 fits in L2/L3
 compute); "cold" cycles through copies totalling > COLD_BYTES, so every call streams from DRAM
 like a real model's layers do. Times are medians of `--reps` calls after a warm-up.
 Weights are random blocks with small finite scales (speed does not depend on the values).
+"q8k" (decode only) is "native" with x rounded to Q8_K and integer dots for Q4_K / Q6_K.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ def time_calls(fn, reps: int) -> float:
 
 
 def run_kernel(kernel, weights: list[QTensor], m: int, reps: int) -> float:
+    """Median seconds per call of `kernel` bound to each weight in turn (as a model layer calls it)."""
     w0 = weights[0]
     x = torch.randn(m, w0.n_cols)
     out = torch.empty(m, w0.shape[0])
-    return time_calls(lambda i: kernel.fn(x, weights[i % len(weights)], out), reps)
+    runs = [kernel.bind(w) for w in weights]
+    return time_calls(lambda i: runs[i % len(runs)](x, out), reps)
 
 
 def decode_row(label: str, qtype: T, shape, backends, threads, reps: int, cold: bool) -> list[str]:
@@ -187,7 +190,7 @@ def decode_table(cases, backends, threads, reps: int) -> None:
     heads = []
     for b in backends:
         for t in threads:
-            heads += [f"{b[:3]}{t}t hot", f"{b[:3]}{t}t cold"] if b == "native" else [f"{b[:3]}{t}t"]
+            heads += [f"{b[:3]}{t}t hot", f"{b[:3]}{t}t cold"] if b != "reference" else [f"{b[:3]}{t}t"]
     print("\ndecode, 1 x row: ms per call and GB/s of weight bytes (cold: streamed from DRAM)")
     print(f"{'type':6} {'shape':11} {'MiB':>7}" + "".join(f"{h:>15}" for h in heads))
     for label, qtype, shape in cases:
@@ -211,7 +214,7 @@ def main(argv=None) -> None:
     ap.add_argument("--formats", nargs="+", default=[t.name for t in FORMATS])
     args = ap.parse_args(argv)
     torch_threads = torch.get_num_threads()
-    backends = [b for b in ("native", "reference") if b in available_backends()]
+    backends = [b for b in ("q8k", "native", "reference") if b in available_backends()]
     print(f"backends: {', '.join(backends)}; torch {torch.__version__}, {torch_threads} torch threads")
     formats = [T[name] for name in args.formats]
     reps = max(5, args.reps // 5) if args.quick else args.reps
@@ -223,7 +226,7 @@ def main(argv=None) -> None:
             crossover(formats, max(args.threads), reps)
             return
         decode_table(cases, backends, args.threads, reps)
-        prefill_table(cases, backends, args.threads, reps)
+        prefill_table(cases, [b for b in backends if b != "q8k"], args.threads, reps)   # q8k: decode only
         if args.llama:
             llama_table(cases, args.threads, reps)
     finally:

@@ -18,6 +18,10 @@ Kernels registered here:
                           weight (`bind_gemv`: pointers and sizes converted once) and, for several
                           weights on one x (Q, K, V; gate and up with the activation fused),
                           ggr_gemv_multi: one call, one OpenMP region (`bind_group`).
+    decode, backend "q8k" (priority above "native", the default): the same calls with x rounded to
+                          Q8_K where an integer row kernel exists (Q4_K, Q6_K with AVX2; see
+                          csrc/q8k_avx2.h), as llama.cpp's CPU backend does; other types as
+                          "native". GGUF_RUNTIME_KERNELS=native,reference gives the float rows.
     prefill (many rows):  ggr_dequant into a reused float32 tile buffer, then one torch matmul
                           per tile (one pass, 3-40x faster than the multi-pass torch dequantizers).
 """
@@ -114,18 +118,20 @@ def _build(cc: str, target: Path) -> None:
 class GGRMatrix(ctypes.Structure):
     """ggr_matrix: one weight of ggr_gemv_multi (GGML type id, raw blocks, bytes per row, rows)."""
 
-    _fields_ = [("type", ctypes.c_int32), ("reserved", ctypes.c_int32), ("w", ctypes.c_void_p),
+    _fields_ = [("type", ctypes.c_int32), ("flags", ctypes.c_int32), ("w", ctypes.c_void_p),
                 ("row_bytes", ctypes.c_int64), ("n", ctypes.c_int64)]
 
 
 ACT_CODES = {None: 0, "silu": 1, "gelu": 2}     # ggr_gemv_multi's act argument
 MAX_MATRICES = 8                                # GGR_MAX_MATRICES
+FLAG_Q8K = 1                                    # ggr_matrix.flags GGR_Q8K: x rounded to Q8_K
+Q8K_BACKEND = "q8k"
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     signatures = {
-        "ggr_abi_version": [], "ggr_block_size": [i32], "ggr_type_size": [i32], "ggr_has_dequant": [i32],
+        "ggr_abi_version": [], "ggr_block_size": [i32], "ggr_type_size": [i32], "ggr_has_dequant": [i32], "ggr_has_q8k": [i32],
         "ggr_gemv": [i32, ptr, i64, i64, ptr, i64, i64, ptr, i32],
         "ggr_gemv_multi": [ptr, i32, ptr, i64, i64, ptr, i32, i32],
         "ggr_kernel_ns": [],
@@ -186,6 +192,13 @@ def _build_and_load() -> ctypes.CDLL | None:
 
 
 register_backend("native", priority=10, available=lambda: load() is not None)
+register_backend(Q8K_BACKEND, priority=20, available=lambda: bool(q8k_types()))
+
+
+def q8k_types() -> tuple[T, ...]:
+    """The types whose "q8k" decode kernels round x to Q8_K here (none without the library or AVX2)."""
+    lib = load()
+    return tuple(t for t in DECODE_TYPES if lib is not None and lib.ggr_has_q8k(int(t)))
 
 
 def bind_gemv(w: QTensor):
@@ -248,14 +261,15 @@ def dequant_matmul(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
 
 
 @register_group("native")
-def bind_group(weights: tuple[QTensor, ...]):
-    """run(x, out, act) over several W of one K in one ggr_gemv_multi call (see registry.GroupFn).
+def bind_group(weights: tuple[QTensor, ...], flags: int = 0):
+    """run(x, out, act) over several W of one K in one ggr_gemv_multi call (see registry.GroupFn);
+    `flags` (FLAG_Q8K) go to every matrix.
 
     Raises QuantError for more than MAX_MATRICES weights or K's that differ."""
     k = weights[0].shape[1]
     if len(weights) > MAX_MATRICES or any(w.shape[1] != k for w in weights):
         raise QuantError(f"a native group takes up to {MAX_MATRICES} weights of one K, got {weights!r}")
-    mats = (GGRMatrix * len(weights))(*[GGRMatrix(int(w.qtype), 0, w.data.data_ptr(), w.row_nbytes, w.shape[0])
+    mats = (GGRMatrix * len(weights))(*[GGRMatrix(int(w.qtype), flags, w.data.data_ptr(), w.row_nbytes, w.shape[0])
                                         for w in weights])
     fn, count, keep = load().ggr_gemv_multi, len(weights), weights   # keep: the blocks outlive mats
 
@@ -263,3 +277,30 @@ def bind_group(weights: tuple[QTensor, ...]):
         if fn(mats, count, x.data_ptr(), x.shape[0], k, out.data_ptr(), ACT_CODES[act], threads()):
             raise QuantError(f"native group gemv rejected {keep!r} with x {tuple(x.shape)}, act {act}")
     return run
+
+
+@register_group(Q8K_BACKEND)
+def bind_group_q8k(weights: tuple[QTensor, ...]):
+    """bind_group with x rounded to Q8_K for the weights whose type has integer rows."""
+    return bind_group(weights, FLAG_Q8K)
+
+
+def bind_gemv_q8k(w: QTensor):
+    """run(x, out) = gemv_q8k(x, w, out), bound once (a one-matrix group)."""
+    group = bind_group_q8k((w,))
+
+    def run(x: torch.Tensor, out: torch.Tensor) -> None:
+        if out.is_contiguous():
+            group(x, out, None)
+        else:
+            gemv_q8k(x, w, out)
+    return run
+
+
+@register(Q8K_BACKEND, DECODE_TYPES, ["decode"], prepare=bind_gemv_q8k)
+def gemv_q8k(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
+    """out = x @ W.T as `gemv`, with x rounded to Q8_K first for the types in q8k_types()."""
+    target = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
+    bind_group_q8k((w,))(x, target, None)
+    if target is not out:
+        out.copy_(target)

@@ -33,6 +33,24 @@ def gated_reference(gate: torch.Tensor, up: torch.Tensor, act: str) -> torch.Ten
     return ACTIVATIONS[act](gate) * up
 
 
+def q8k_round(x: torch.Tensor) -> torch.Tensor:
+    """x (..., K), K % 256 == 0, rounded through Q8_K and back: the x that the "q8k" integer
+    decode kernels (csrc/q8k_avx2.h) effectively multiply, as llama.cpp's quantize_row_q8_K_ref.
+
+    Q8_K block (x only, 292 B): d: f32 | qs: 256 x int8 | bsums: 16 x int16 (sums of 16 qs).
+    Per 256 values: max = the value of largest |x| (the first such), iscale = -127 / max (f32),
+    qs = min(127, round_half_even(iscale * x)), d = 1 / iscale; an all-zero block stays 0.
+    Returns float32 d * qs in x's shape.
+    """
+    blocks = x.to(torch.float32).reshape(-1, 256)                       # (B, 256)
+    top = blocks.gather(1, blocks.abs().argmax(dim=1, keepdim=True))    # (B, 1) signed max
+    # true float32 divisions (a Python scalar / tensor is reciprocal-then-multiply in torch)
+    iscale = torch.where(top == 0, 0.0, torch.full_like(top, -127.0).div(top))
+    qs = torch.round(iscale * blocks).clamp(max=127)
+    d = torch.where(top == 0, 0.0, torch.ones_like(top).div(iscale))
+    return (d * qs).reshape(x.shape)
+
+
 def tile_rows(k: int, tile_bytes: int = TILE_BYTES) -> int:
     """W rows per tile so that a (rows, k) float32 tile stays within tile_bytes (at least 1)."""
     return max(1, tile_bytes // (4 * max(1, k)))

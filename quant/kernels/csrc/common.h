@@ -59,8 +59,13 @@ typedef struct {           /* y (m, n) = x (m, k) @ W.T, W = n rows of row_bytes
     int64_t ldy;
 } gemv_job;
 
-typedef struct {           /* sums of each x row over 16 / 32 consecutive weights: (m, k/16), (m, k/32) */
-    float *s16, *s32;
+/* Q8_K (292 B, x only, never stored in files): 256 values x ~ d * qs
+ *   d: f32 | qs: 256 x int8 | bsums: 16 x int16, bsums[g] = sum of qs[16g .. 16g+15] */
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } blk_q8k;
+
+typedef struct {           /* what a call precomputes from x, shared by every W row: */
+    float *s16, *s32;      /* sums of each x row over 16 / 32 consecutive weights: (m, k/16), (m, k/32) */
+    blk_q8k *q8;           /* x rounded to Q8_K, (m, k/256) blocks; NULL when no row kernel needs it */
 } x_sums;
 
 #endif

@@ -276,6 +276,14 @@ INLINE void row_q5_k(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
         unit_dot(A, X, pos + 64 * g + 32, f, dl[2 * g + 1], dl[2 * g + 1], ONE_SCALE);
     }
 }
+/* Q6_K half h: q[u] = the unsigned codes (0..63) of weights 128h + 32u .. + 31, byte j = weight j */
+INLINE void q6_k_codes(const blk_q6_k *b, int h, __m256i q[4]) {
+    const __m256i la = load32(b->ql + 64 * h), lb = load32(b->ql + 64 * h + 32), qh = load32(b->qh + 32 * h);
+    q[0] = _mm256_or_si256(_mm256_and_si256(la, mask8(0x0F)), _mm256_slli_epi16(bits_at(qh, 0, 3), 4));
+    q[1] = _mm256_or_si256(_mm256_and_si256(lb, mask8(0x0F)), _mm256_slli_epi16(bits_at(qh, 2, 3), 4));
+    q[2] = _mm256_or_si256(bits_at(la, 4, 0x0F), _mm256_slli_epi16(bits_at(qh, 4, 3), 4));
+    q[3] = _mm256_or_si256(bits_at(lb, 4, 0x0F), _mm256_slli_epi16(bits_at(qh, 6, 3), 4));
+}
 INLINE void row_q6_k(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
     const blk_q6_k *b = (const blk_q6_k *)p;
     const float d = ld_f16(b->d);
@@ -283,13 +291,8 @@ INLINE void row_q6_k(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
     _mm256_store_ps(dl, bytes8_i(_mm_loadl_epi64((const __m128i *)b->scales), d));
     _mm256_store_ps(dl + 8, bytes8_i(_mm_loadl_epi64((const __m128i *)(b->scales + 8)), d));
     for (int h = 0; h < 2; h++) {
-        const __m256i la = load32(b->ql + 64 * h), lb = load32(b->ql + 64 * h + 32), qh = load32(b->qh + 32 * h);
-        const __m256i q[4] = {
-            _mm256_or_si256(_mm256_and_si256(la, mask8(0x0F)), _mm256_slli_epi16(bits_at(qh, 0, 3), 4)),
-            _mm256_or_si256(_mm256_and_si256(lb, mask8(0x0F)), _mm256_slli_epi16(bits_at(qh, 2, 3), 4)),
-            _mm256_or_si256(bits_at(la, 4, 0x0F), _mm256_slli_epi16(bits_at(qh, 4, 3), 4)),
-            _mm256_or_si256(bits_at(lb, 4, 0x0F), _mm256_slli_epi16(bits_at(qh, 6, 3), 4)),
-        };
+        __m256i q[4];
+        q6_k_codes(b, h, q);
         for (int u = 0; u < 4; u++) {
             __m256 f[4];
             codes_i8(_mm256_sub_epi8(q[u], mask8(32)), f);

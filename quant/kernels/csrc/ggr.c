@@ -47,8 +47,10 @@
 #define GGR_ABI 2
 #define GGR_MAX_MATRICES 8
 
+enum { GGR_Q8K = 1 };      /* ggr_matrix.flags: round x to Q8_K and dot in integers where the type can */
+
 typedef struct {           /* one weight matrix of ggr_gemv_multi: n rows of row_bytes raw blocks */
-    int32_t type, reserved;
+    int32_t type, flags;
     const uint8_t *w;
     int64_t row_bytes, n;
 } ggr_matrix;
@@ -56,6 +58,7 @@ typedef struct {           /* one weight matrix of ggr_gemv_multi: n rows of row
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define GGR_AVX2 1
 #include "fused_avx2.h"
+#include "q8k_avx2.h"
 #endif
 
 /* ---- generic rows: dequantize one block into a stack buffer, dot it with every x row ---- */
@@ -161,12 +164,28 @@ DEFINE_KERNELS(iq4_xs, QK_K, 136)
 DEFINE_FLOAT_KERNELS(f16)
 DEFINE_FLOAT_KERNELS(bf16)
 
+/* Integer rows against x in Q8_K (xs->q8), see q8k_avx2.h; only with AVX2 */
+#ifdef GGR_AVX2
+#define DEFINE_Q8K_KERNELS(name)                                                                \
+    static void rows_q8k_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
+        q8k_rows(job, xs->q8, lo, hi, dot_##name##_q8k);                                        \
+    }
+DEFINE_Q8K_KERNELS(q4_k)
+DEFINE_Q8K_KERNELS(q6_k)
+#define ROWS_Q8K(name) rows_q8k_##name
+#else
+#define ROWS_Q8K(name) NULL
+#endif
+
 /* ---- the format table, indexed by GGML type id ---- */
+
+typedef void (*rows_fn)(const gemv_job *, const x_sums *, int64_t, int64_t);
 
 typedef struct {
     int block_size, type_size;
-    void (*rows)(const gemv_job *, const x_sums *, int64_t, int64_t);
+    rows_fn rows;                                               /* float x */
     void (*dequant)(const uint8_t *, int64_t, float *, int);   /* NULL: not offered natively */
+    rows_fn rows_q8k;                                           /* x in Q8_K; NULL: none */
 } format_ops;
 
 enum { GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
@@ -181,9 +200,9 @@ static const format_ops FORMATS[GGML_TYPE_END] = {
     [GGML_Q8_0] = {32, 34, rows_q8_0, dequant_q8_0},
     [GGML_Q2_K] = {QK_K, 84, rows_q2_k, dequant_q2_k},
     [GGML_Q3_K] = {QK_K, 110, rows_q3_k, dequant_q3_k},
-    [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k},
+    [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k, ROWS_Q8K(q4_k)},
     [GGML_Q5_K] = {QK_K, 176, rows_q5_k, dequant_q5_k},
-    [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k},
+    [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k, ROWS_Q8K(q6_k)},
     [GGML_IQ4_NL] = {32, 18, rows_iq4_nl, dequant_iq4_nl},
     [GGML_IQ4_XS] = {QK_K, 136, rows_iq4_xs, dequant_iq4_xs},
     [GGML_F16] = {1, 2, rows_f16, NULL},
@@ -197,7 +216,7 @@ static const format_ops *ops(int type) {
 /* x sums per 16 and per 32 weights (the offset terms of the fused rows); NULLs if no memory */
 static x_sums sums_of(const float *x, int64_t m, int64_t k) {
     const int64_t g16 = k / 16, g32 = k / 32;
-    x_sums xs = {malloc(sizeof(float) * (size_t)(m * g16 + 1)), malloc(sizeof(float) * (size_t)(m * g32 + 1))};
+    x_sums xs = {malloc(sizeof(float) * (size_t)(m * g16 + 1)), malloc(sizeof(float) * (size_t)(m * g32 + 1)), NULL};
     if (!xs.s16 || !xs.s32) return xs;
     for (int64_t r = 0; r < m; r++)
         for (int64_t g = 0; g < g16; g++) {
@@ -209,10 +228,23 @@ static x_sums sums_of(const float *x, int64_t m, int64_t k) {
     return xs;
 }
 
+/* What one call's row kernels need from x: the sums (if `floats`: some matrix has float rows)
+ * and Q8_K blocks (if `q8k`: some has integer rows). 0 when out of memory. */
+static int prepare_x(x_sums *xs, const float *x, int64_t m, int64_t k, int floats, int q8k) {
+    *xs = (x_sums){NULL, NULL, NULL};
+    if (floats && (*xs = sums_of(x, m, k), !xs->s16 || !xs->s32)) return 0;
+#ifdef GGR_AVX2
+    if (q8k && !(xs->q8 = malloc(sizeof(blk_q8k) * (size_t)(m * (k / QK_K)) + 1))) return 0;
+    for (int64_t r = 0; q8k && r < m; r++) quantize_q8k(x + r * k, k, xs->q8 + r * (k / QK_K));
+#endif
+    return 1;
+}
+
 int ggr_abi_version(void) { return GGR_ABI; }
 int ggr_block_size(int type) { return ops(type) ? ops(type)->block_size : 0; }
 int ggr_type_size(int type) { return ops(type) ? ops(type)->type_size : 0; }
 int ggr_has_dequant(int type) { return ops(type) && ops(type)->dequant; }
+int ggr_has_q8k(int type) { return ops(type) && ops(type)->rows_q8k; }
 
 /* ---- the gemv drivers ---- */
 
@@ -225,12 +257,12 @@ INLINE float act_gelu_tanh(float g) {      /* ggml_gelu / torch gelu(approximate
 
 /* Output rows [lo, hi) of the matrices' rows laid end to end (matrix j's rows after those of
  * matrices 0 .. j-1): each matrix computes its part of the range. */
-static void rows_range(const gemv_job *jobs, const format_ops *const *fs, int count, const x_sums *xs,
+static void rows_range(const gemv_job *jobs, const rows_fn *fs, int count, const x_sums *xs,
                        int64_t lo, int64_t hi) {
     int64_t off = 0;
     for (int j = 0; j < count; j++) {
         const int64_t a = lo > off ? lo : off, b = hi < off + jobs[j].n ? hi : off + jobs[j].n;
-        if (a < b) fs[j]->rows(&jobs[j], xs, a - off, b - off);
+        if (a < b) fs[j](&jobs[j], xs, a - off, b - off);
         off += jobs[j].n;
     }
 }
@@ -266,7 +298,7 @@ static void glu_range(int act, float *g, float *y, int64_t m, int64_t f, int64_t
  * of the N rows (static, so each output is computed the same way whatever the thread count).
  * With an activation there are two matrices (gate, up) of F rows each and the range is over
  * F: a thread computes gate and up for its rows, then their product, with no barrier. */
-static void run_jobs(const gemv_job *jobs, const format_ops *const *fs, int count, const x_sums *xs,
+static void run_jobs(const gemv_job *jobs, const rows_fn *fs, int count, const x_sums *xs,
                      int act, float *gate, int threads) {
     int64_t total = 0;
     for (int j = 0; j < count; j++) total += jobs[j].n;
@@ -282,8 +314,8 @@ static void run_jobs(const gemv_job *jobs, const format_ops *const *fs, int coun
         if (act == ACT_NONE) {
             rows_range(jobs, fs, count, xs, lo, hi);
         } else {
-            fs[0]->rows(&jobs[0], xs, lo, hi);
-            fs[1]->rows(&jobs[1], xs, lo, hi);
+            fs[0](&jobs[0], xs, lo, hi);
+            fs[1](&jobs[1], xs, lo, hi);
             glu_range(act, gate, jobs[1].y, jobs[1].m, total, lo, hi);
         }
     }
@@ -306,27 +338,33 @@ static int gemv_multi(const ggr_matrix *mats, int count, const float *x, int64_t
     if (count < 1 || count > GGR_MAX_MATRICES || act < ACT_NONE || act > ACT_GELU_TANH) return -1;
     if (act != ACT_NONE && (count != 2 || mats[0].n != mats[1].n)) return -1;
     gemv_job jobs[GGR_MAX_MATRICES];
-    const format_ops *fs[GGR_MAX_MATRICES];
+    rows_fn fs[GGR_MAX_MATRICES];
     int64_t total = 0;
+    int q8k = 0, floats = 0;
     for (int j = 0; j < count; j++) total += mats[j].n;
     float *gate = act != ACT_NONE ? malloc(sizeof(float) * (size_t)(m * mats[0].n + 1)) : NULL;
     if (act != ACT_NONE && !gate) return -2;
     int64_t off = 0;
     for (int j = 0; j < count; off += mats[j].n, j++) {
-        fs[j] = ops(mats[j].type);
-        if (!fs[j] || k % fs[j]->block_size || mats[j].row_bytes != k / fs[j]->block_size * fs[j]->type_size) {
+        const format_ops *f = ops(mats[j].type);
+        if (!f || k % f->block_size || mats[j].row_bytes != k / f->block_size * f->type_size) {
             free(gate);
             return -1;
         }
+        const int int8 = (mats[j].flags & GGR_Q8K) && f->rows_q8k;
+        fs[j] = int8 ? f->rows_q8k : f->rows;
+        q8k |= int8;
+        floats |= !int8;
         float *yj = act == ACT_NONE ? y + off : j == 0 ? gate : y;
         jobs[j] = (gemv_job){mats[j].w, mats[j].row_bytes, mats[j].n, m, k, x, yj,
                              act == ACT_NONE ? total : mats[j].n};
     }
-    x_sums xs = sums_of(x, m, k);
-    const int ok = xs.s16 && xs.s32;
+    x_sums xs;
+    const int ok = prepare_x(&xs, x, m, k, floats, q8k);
     if (ok) run_jobs(jobs, fs, count, &xs, act, gate, threads < 1 ? 1 : threads);
     free(xs.s16);
     free(xs.s32);
+    free(xs.q8);
     free(gate);
     return ok ? 0 : -2;
 }
