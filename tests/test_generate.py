@@ -82,17 +82,13 @@ def test_stop_string_cuts_text(smol):
 
 def test_stream_equals_non_stream(smol):
     prompt = "Write the word 'naïve' and an emoji:"
-    # after a first call both below rerun only the prompt's last token on the cached prefix: a
-    # fresh prefill may pick differently at a near tie (decode rows round x, as llama.cpp)
-    smol.generate(prompt, max_tokens=1)
     whole = smol.generate(prompt, max_tokens=16)
     pieces = list(smol.generate(prompt, max_tokens=16, stream=True))
     assert "".join(pieces) == whole and len(pieces) > 1
 
 
 def test_chat_template_and_eos(smol):
-    # "... France?" alone: llama.cpp (and our decode, which rounds x as it does) ramble "L'Étoile, ..."
-    reply = smol.chat([{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+    reply = smol.chat([{"role": "user", "content": "What is the capital of France?"}],
                       max_tokens=32, details=True)
     assert "Paris" in reply.text
     assert reply.finish_reason == "eos"

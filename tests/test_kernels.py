@@ -6,10 +6,8 @@ rows and W row counts that no thread count divides. Float32 kernels only differ 
 by summation order and by factoring scales out of block sums, so the error is bounded by
 TOL_EPS float32 epsilons times sqrt(K) times sum_j |x_j| |w_ij| (plus rtol on the result).
 Native tests skip when the native library cannot be built here (no compiler).
-The "q8k" decode kernels round x to Q8_K first (Q4_K, Q6_K) or to Q8_0 / Q8_1 (Q4_0, Q4_1, Q5_0,
-Q5_1, Q8_0): their oracle is x' @ W.T with x' = reference.q8k_round(x) / q8_0_round(x), plus for
-the offset formats (Q4_1, Q5_1) m . (s - sum x') per block (Q8_1's fp16 s, reference.q8_1_sums),
-the same tolerance (the integer sums are exact).
+The "q8k" decode kernels round x to Q8_K first (Q4_K, Q6_K): their oracle is x' @ W.T with x'
+= reference.q8k_round(x), the same tolerance (the integer sums are exact).
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from hypothesis import strategies as st
 import quant
 from quant import QTensor, QuantError
 from quant.kernels import DECODE_MAX_ROWS, available_backends, kernel_for, native, qmatmul, registry, set_num_threads
-from quant.kernels.reference import q8_0_round, q8_1_sums, q8k_round
+from quant.kernels.reference import q8k_round
 from quant.qlinear import QLinear, QLinearGroup
 from tests.test_formats import random_blocks
 
@@ -50,32 +48,11 @@ def backend_or_skip(backend: str) -> None:
         pytest.skip("q8k kernels unavailable (no native library or no AVX2)")
 
 
-ROUNDINGS = {T.Q4_K: q8k_round, T.Q6_K: q8k_round, T.Q4_0: q8_0_round, T.Q4_1: q8_0_round,
-             T.Q5_0: q8_0_round, T.Q5_1: q8_0_round, T.Q8_0: q8_0_round}   # x of the integer rows
-OFFSET_TYPES = (T.Q4_1, T.Q5_1)          # blocks d: f16 | m: f16 | ...: the m that meets Q8_1's s
-
-
-def block_mins(w: QTensor) -> torch.Tensor:
-    """(N, K / 32) float64: the m of every block of a Q4_1 / Q5_1 weight (bytes 2-3 of a block)."""
-    size = quant.get_format(w.qtype).type_size
-    raw = np.frombuffer(w.data.numpy().tobytes(), np.uint8).reshape(-1, size)
-    return torch.from_numpy(raw[:, 2:4].copy().view(np.float16).astype(np.float64)).reshape(w.shape[0], -1)
-
-
-def int_oracle(qtype: T, x: torch.Tensor, w: QTensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x', extra): the integer rows compute x' @ W.T + extra (extra: None, or Q8_1's s term)."""
-    xr = ROUNDINGS[qtype](x)
-    if qtype not in OFFSET_TYPES:
-        return xr, None
-    sums = xr.double().reshape(x.shape[0], -1, 32).sum(-1)                    # (M, K/32)
-    return xr, (q8_1_sums(x).double() - sums) @ block_mins(w).T
-
-
-def x_seen_by(kernel: registry.Kernel, x: torch.Tensor, w: QTensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x', extra) a kernel effectively computes x' @ W.T + extra with (see int_oracle)."""
+def x_seen_by(kernel: registry.Kernel, x: torch.Tensor) -> torch.Tensor:
+    """The x a kernel effectively multiplies: rounded through Q8_K for the q8k integer rows."""
     if kernel.backend == native.Q8K_BACKEND and kernel.path == "decode" and kernel.qtype in native.q8k_types():
-        return int_oracle(kernel.qtype, x, w)
-    return x, None
+        return q8k_round(x)
+    return x
 
 
 def make_weight(qtype: T, n: int, k: int, seed: int = 0) -> QTensor:
@@ -90,16 +67,10 @@ def row_length(qtype: T) -> int:
     return {1: 77, 32: 96}.get(block, 2 * block)
 
 
-def assert_qmatmul_close(y: torch.Tensor, x: torch.Tensor, w: QTensor) -> None:
-    """assert_close for y = qmatmul(x, W) (x (M, K)), on the x the dispatched kernel sees."""
-    xr, extra = x_seen_by(kernel_for(w, x.shape[0]), x, w)
-    assert_close(y, xr, w, extra)
-
-
-def assert_close(y: torch.Tensor, x: torch.Tensor, w: QTensor, extra: torch.Tensor | None = None) -> None:
-    """y (M, N) vs x (M, K) @ W.T (+ extra) in float64, W from the bit-exact dequantizer."""
+def assert_close(y: torch.Tensor, x: torch.Tensor, w: QTensor) -> None:
+    """y (M, N) vs x (M, K) @ W.T in float64, W from the bit-exact dequantizer."""
     wd = w.dequantize().double()
-    ref = x.double() @ wd.T + (0 if extra is None else extra)
+    ref = x.double() @ wd.T
     scale = x.double().abs() @ wd.abs().T
     tol = RTOL * ref.abs() + TOL_EPS * torch.finfo(torch.float32).eps * math.sqrt(w.n_cols) * scale
     err = (y.double() - ref).abs()
@@ -120,8 +91,7 @@ def test_every_kernel_matches_oracle(qtype, path, backend, m):
     out = torch.full((m, w.shape[0]), float("nan"))
     kernel = registry.select(qtype, path, backend)
     kernel.fn(x, w, out)
-    xr, extra = x_seen_by(kernel, x, w)
-    assert_close(out, xr, w, extra)
+    assert_close(out, x_seen_by(kernel, x), w)
 
 
 @pytest.mark.parametrize("qtype", native.DEQUANT_TYPES, ids=lambda t: t.name)
@@ -155,15 +125,15 @@ def test_qmatmul_shapes(shape):
     y = qmatmul(x, w)
     assert y.dtype == torch.float32 and y.shape == (*shape[:-1], 37)
     if y.numel():
-        assert_qmatmul_close(y.reshape(-1, 37), x.reshape(-1, 96), w)
+        assert_close(y.reshape(-1, 37), x.reshape(-1, 96), w)
 
 
 def test_qmatmul_takes_strided_and_half_x():
     w = make_weight(T.Q5_0, 6, 64)
     x = torch.randn(64, 4).T                      # (4, 64), not contiguous
-    assert_qmatmul_close(qmatmul(x, w), x, w)
+    assert_close(qmatmul(x, w), x, w)
     xh = x.half()
-    assert_qmatmul_close(qmatmul(xh, w), xh.float(), w)
+    assert_close(qmatmul(xh, w), xh.float(), w)
 
 
 def test_f32_is_a_zero_copy_view_and_tolerates_misaligned_bytes():
@@ -253,8 +223,7 @@ def test_thread_counts(monkeypatch):
             results.append(qmatmul(x, w))
         for y in results:           # rows are split, never a row's sum: identical results
             assert torch.equal(y, results[0])
-        xr, extra = x_seen_by(kernel_for(w, 3), x, w)
-        assert_close(results[0], xr, w, extra)
+        assert_close(results[0], x_seen_by(kernel_for(w, 3), x), w)
         with pytest.raises(QuantError):
             set_num_threads(0)
     finally:
@@ -311,11 +280,11 @@ def test_native_decode_matches_oracle_on_random_shapes(qtype, n, m, blocks, seed
 
 
 @settings(max_examples=40, deadline=None)
-@given(qtype=st.sampled_from(sorted(ROUNDINGS)), n=st.integers(1, 40), m=st.integers(1, 20),
+@given(qtype=st.sampled_from((T.Q4_K, T.Q6_K)), n=st.integers(1, 40), m=st.integers(1, 20),
        blocks=st.integers(1, 5), seed=st.integers(0, 2**16), scale=st.sampled_from((1e-3, 1.0, 1e3)))
 def test_q8k_decode_matches_rounded_x_oracle_on_random_shapes(qtype, n, m, blocks, seed, scale):
-    """Integer rows == reference on the rounded x; x with exact zeros, all-zero and tied blocks."""
-    if qtype not in native.q8k_types():
+    """Integer rows == reference on q8k_round(x); x with exact zeros, all-zero and tied blocks."""
+    if not registry.backend_available(native.Q8K_BACKEND):
         return
     k = blocks * 256
     w = make_weight(qtype, n, k, seed)
@@ -328,21 +297,7 @@ def test_q8k_decode_matches_rounded_x_oracle_on_random_shapes(qtype, n, m, block
     x = torch.from_numpy(x)
     out = torch.empty(m, n)
     registry.select(qtype, "decode", native.Q8K_BACKEND).fn(x, w, out)
-    xr, extra = int_oracle(qtype, x, w)
-    assert_close(out, xr, w, extra)
-
-
-def test_q8_0_round_is_llama_cpps_q8_0():
-    """iscale = 127 / max |x|, ties to even, d stored as fp16; Q8_1's s = fp16(d * sum qs)."""
-    x = torch.zeros(2, 32)
-    x[0, :6] = torch.tensor([-127.0, 1.0, 0.5, 1.5, 2.5, -0.5])     # iscale 1, d 1
-    x[1, :2] = torch.tensor([1.0, 0.25])                            # iscale 127, d fp16(1 / 127)
-    y = q8_0_round(x)
-    assert y[0, :6].tolist() == [-127.0, 1.0, 0.0, 2.0, 2.0, 0.0]
-    d1 = float(torch.tensor(1.0).div(torch.tensor(127.0)).half())
-    assert y[1, :2].tolist() == [d1 * 127, d1 * 32] and (y[:, 6:] == 0).all()
-    assert q8_1_sums(x).tolist() == [[-122.0], [float(torch.tensor(159 / 127).half())]]
-    assert (q8_0_round(torch.zeros(32)) == 0).all() and q8_1_sums(torch.zeros(64)).tolist() == [0.0, 0.0]
+    assert_close(out, q8k_round(x), w)
 
 
 def test_q8k_round_is_llama_cpps_q8_k():

@@ -10,8 +10,7 @@ bandwidth the kernel sustains. "hot" repeats one matrix (2048x2048 fits in L2/L3
 compute); "cold" cycles through copies totalling > COLD_BYTES, so every call streams from DRAM
 like a real model's layers do. Times are medians of `--reps` calls after a warm-up.
 Weights are random blocks with small finite scales (speed does not depend on the values).
-"q8k" (decode only) is "native" with x rounded to Q8_K / Q8_0 / Q8_1 and integer dots for Q4_K,
-Q6_K / Q4_0, Q5_0, Q8_0 / Q4_1, Q5_1.
+"q8k" (decode only) is "native" with x rounded to Q8_K and integer dots for Q4_K / Q6_K.
 """
 
 from __future__ import annotations

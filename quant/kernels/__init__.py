@@ -3,8 +3,8 @@
 Kernels are chosen through one dispatch table (see .registry), keyed by (GGML type, path):
     path "decode"  (at most DECODE_MAX_ROWS x rows): native fused dequantize-and-dot (csrc/),
     path "prefill" (more rows): dequantize W in bounded tiles, one BLAS matmul per tile.
-Backends, best first: "q8k" (decode only: the native rows with x rounded to Q8_K / Q8_0 / Q8_1
-and integer dot products for Q4_K, Q6_K / Q4_0, Q5_0, Q8_0 / Q4_1, Q5_1, as llama.cpp; see .native), "native" (C + OpenMP, built on first
+Backends, best first: "q8k" (decode only: the native rows with x rounded to Q8_K and integer
+dot products for Q4_K / Q6_K, as llama.cpp; see .native), "native" (C + OpenMP, built on first
 use; see .native) and "reference" (pure torch, always available, the oracle; see .reference).
 GGUF_RUNTIME_KERNELS=native,reference keeps float x everywhere (A/B of the q8k rows).
 F32 weights are a zero-copy float view and a plain torch matmul. GGUF_RUNTIME_KERNELS=reference forces the reference path.

@@ -19,9 +19,8 @@ Kernels registered here:
                           weights on one x (Q, K, V; gate and up with the activation fused),
                           ggr_gemv_multi: one call, one OpenMP region (`bind_group`).
     decode, backend "q8k" (priority above "native", the default): the same calls with x rounded to
-                          Q8_K (Q4_K, Q6_K; csrc/q8k_avx2.h) or Q8_0 / Q8_1 (Q4_0, Q4_1, Q5_0,
-                          Q5_1, Q8_0; csrc/q8_avx2.h) where an integer row kernel exists (AVX2),
-                          each rounding once per call, as llama.cpp's CPU backend does; other types as
+                          Q8_K where an integer row kernel exists (Q4_K, Q6_K with AVX2; see
+                          csrc/q8k_avx2.h), as llama.cpp's CPU backend does; other types as
                           "native". GGUF_RUNTIME_KERNELS=native,reference gives the float rows.
     prefill (many rows):  ggr_dequant into a reused float32 tile buffer, then one torch matmul
                           per tile (one pass, 3-40x faster than the multi-pass torch dequantizers).
@@ -197,8 +196,7 @@ register_backend(Q8K_BACKEND, priority=20, available=lambda: bool(q8k_types()))
 
 
 def q8k_types() -> tuple[T, ...]:
-    """The types whose "q8k" decode kernels round x (Q8_K, Q8_0 / Q8_1) and dot integers here
-    (none without the library or AVX2)."""
+    """The types whose "q8k" decode kernels round x to Q8_K here (none without the library or AVX2)."""
     lib = load()
     return tuple(t for t in DECODE_TYPES if lib is not None and lib.ggr_has_q8k(int(t)))
 

@@ -51,39 +51,6 @@ def q8k_round(x: torch.Tensor) -> torch.Tensor:
     return (d * qs).reshape(x.shape)
 
 
-def _q8_0_blocks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x (..., K) -> (d (B, 1) f32 before fp16 storage, d16 (B, 1) the stored fp16 d, qs (B, 32))."""
-    blocks = x.to(torch.float32).reshape(-1, 32)                        # (B, 32)
-    amax = blocks.abs().amax(dim=1, keepdim=True)                       # (B, 1)
-    # true float32 divisions, as the C code (torch may turn a division by a scalar into a multiply)
-    iscale = torch.where(amax == 0, 0.0, torch.full_like(amax, 127.0).div(amax))
-    d = amax.div(torch.full_like(amax, 127.0))
-    return d, d.half().float(), torch.round(blocks * iscale)
-
-
-def q8_0_round(x: torch.Tensor) -> torch.Tensor:
-    """x (..., K), K % 32 == 0, rounded through Q8_0 and back: the x that the "q8k" integer decode
-    kernels of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (csrc/q8_avx2.h) multiply, as llama.cpp's AVX2
-    quantize_row_q8_0 (and q8_1, which rounds alike).
-
-    Q8_0 block (34 B): d: fp16 | qs: 32 x int8. Per 32 values: amax = max |x|, iscale = 127 / amax
-    (f32; 0 for an all-zero block), qs = round_half_even(iscale * x), d = fp16(amax / 127).
-    Returns float32 d * qs in x's shape.
-    """
-    _, d16, qs = _q8_0_blocks(x)
-    return (d16 * qs).reshape(x.shape)
-
-
-def q8_1_sums(x: torch.Tensor) -> torch.Tensor:
-    """x (..., K) -> (..., K / 32) float32: Q8_1's s = fp16((amax / 127) * sum qs) per 32 values.
-
-    Q8_1 block (36 B): d: fp16 | s: fp16 | qs: 32 x int8 (d, qs as q8_0_round). Rows with an offset
-    (Q4_1, Q5_1: w = d_w c + m) dot m with s rather than with sum(d * qs) = sum(q8_0_round(x)).
-    """
-    d, _, qs = _q8_0_blocks(x)
-    return (d * qs.sum(dim=1, keepdim=True)).half().float().reshape(*x.shape[:-1], x.shape[-1] // 32)
-
-
 def tile_rows(k: int, tile_bytes: int = TILE_BYTES) -> int:
     """W rows per tile so that a (rows, k) float32 tile stays within tile_bytes (at least 1)."""
     return max(1, tile_bytes // (4 * max(1, k)))

@@ -63,16 +63,9 @@ typedef struct {           /* y (m, n) = x (m, k) @ W.T, W = n rows of row_bytes
  *   d: f32 | qs: 256 x int8 | bsums: 16 x int16, bsums[g] = sum of qs[16g .. 16g+15] */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } blk_q8k;
 
-/* x rounded per 32 values as llama.cpp's Q8_0 / Q8_1 (34 / 36 B there; floats here): x ~ d * qs
- *   d: fp16(amax / 127) as f32 | s: fp16((amax / 127) * sum qs) as f32 (Q8_1's) | qs: 32 x int8 */
-typedef struct { float d, s; int8_t qs[32]; } blk_q8x;
-
-enum { XQ_8K = 1, XQ_8X = 2 };     /* which rounded x (Q8_K, Q8_0/Q8_1) an integer row kernel reads */
-
 typedef struct {           /* what a call precomputes from x, shared by every W row: */
     float *s16, *s32;      /* sums of each x row over 16 / 32 consecutive weights: (m, k/16), (m, k/32) */
     blk_q8k *q8;           /* x rounded to Q8_K, (m, k/256) blocks; NULL when no row kernel needs it */
-    blk_q8x *q32;          /* x rounded to Q8_0 / Q8_1, (m, k/32) blocks; NULL when none needs it */
 } x_sums;
 
 #endif

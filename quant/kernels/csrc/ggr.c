@@ -59,7 +59,6 @@ typedef struct {           /* one weight matrix of ggr_gemv_multi: n rows of row
 #define GGR_AVX2 1
 #include "fused_avx2.h"
 #include "q8k_avx2.h"
-#include "q8_avx2.h"
 #endif
 #include "xprep.h"
 
@@ -166,22 +165,17 @@ DEFINE_KERNELS(iq4_xs, QK_K, 136)
 DEFINE_FLOAT_KERNELS(f16)
 DEFINE_FLOAT_KERNELS(bf16)
 
-/* Integer rows against x in Q8_K (xs->q8, q8k_avx2.h) or Q8_0 / Q8_1 (xs->q32, q8_avx2.h); AVX2 only */
+/* Integer rows against x in Q8_K (xs->q8), see q8k_avx2.h; only with AVX2 */
 #ifdef GGR_AVX2
-#define DEFINE_INT_KERNELS(name, xkind, field)                                                  \
-    static void rows_int_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
-        xkind##_rows(job, xs->field, lo, hi, dot_##name##_##xkind);                             \
+#define DEFINE_Q8K_KERNELS(name)                                                                \
+    static void rows_q8k_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
+        q8k_rows(job, xs->q8, lo, hi, dot_##name##_q8k);                                        \
     }
-DEFINE_INT_KERNELS(q4_k, q8k, q8)
-DEFINE_INT_KERNELS(q6_k, q8k, q8)
-DEFINE_INT_KERNELS(q4_0, q8x, q32)
-DEFINE_INT_KERNELS(q4_1, q8x, q32)
-DEFINE_INT_KERNELS(q5_0, q8x, q32)
-DEFINE_INT_KERNELS(q5_1, q8x, q32)
-DEFINE_INT_KERNELS(q8_0, q8x, q32)
-#define ROWS_INT(name, xq) rows_int_##name, xq
+DEFINE_Q8K_KERNELS(q4_k)
+DEFINE_Q8K_KERNELS(q6_k)
+#define ROWS_Q8K(name) rows_q8k_##name
 #else
-#define ROWS_INT(name, xq) NULL, 0
+#define ROWS_Q8K(name) NULL
 #endif
 
 /* ---- the format table, indexed by GGML type id ---- */
@@ -192,8 +186,7 @@ typedef struct {
     int block_size, type_size;
     rows_fn rows;                                               /* float x */
     void (*dequant)(const uint8_t *, int64_t, float *, int);   /* NULL: not offered natively */
-    rows_fn rows_int;                                           /* x rounded to int8; NULL: none */
-    int xq;                                                     /* XQ_*: which rounding rows_int reads */
+    rows_fn rows_q8k;                                           /* x in Q8_K; NULL: none */
 } format_ops;
 
 enum { GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
@@ -201,16 +194,16 @@ enum { GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
        GGML_IQ4_NL = 20, GGML_IQ4_XS = 23, GGML_BF16 = 30, GGML_TYPE_END = 64 };
 
 static const format_ops FORMATS[GGML_TYPE_END] = {
-    [GGML_Q4_0] = {32, 18, rows_q4_0, dequant_q4_0, ROWS_INT(q4_0, XQ_8X)},
-    [GGML_Q4_1] = {32, 20, rows_q4_1, dequant_q4_1, ROWS_INT(q4_1, XQ_8X)},
-    [GGML_Q5_0] = {32, 22, rows_q5_0, dequant_q5_0, ROWS_INT(q5_0, XQ_8X)},
-    [GGML_Q5_1] = {32, 24, rows_q5_1, dequant_q5_1, ROWS_INT(q5_1, XQ_8X)},
-    [GGML_Q8_0] = {32, 34, rows_q8_0, dequant_q8_0, ROWS_INT(q8_0, XQ_8X)},
+    [GGML_Q4_0] = {32, 18, rows_q4_0, dequant_q4_0},
+    [GGML_Q4_1] = {32, 20, rows_q4_1, dequant_q4_1},
+    [GGML_Q5_0] = {32, 22, rows_q5_0, dequant_q5_0},
+    [GGML_Q5_1] = {32, 24, rows_q5_1, dequant_q5_1},
+    [GGML_Q8_0] = {32, 34, rows_q8_0, dequant_q8_0},
     [GGML_Q2_K] = {QK_K, 84, rows_q2_k, dequant_q2_k},
     [GGML_Q3_K] = {QK_K, 110, rows_q3_k, dequant_q3_k},
-    [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k, ROWS_INT(q4_k, XQ_8K)},
+    [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k, ROWS_Q8K(q4_k)},
     [GGML_Q5_K] = {QK_K, 176, rows_q5_k, dequant_q5_k},
-    [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k, ROWS_INT(q6_k, XQ_8K)},
+    [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k, ROWS_Q8K(q6_k)},
     [GGML_IQ4_NL] = {32, 18, rows_iq4_nl, dequant_iq4_nl},
     [GGML_IQ4_XS] = {QK_K, 136, rows_iq4_xs, dequant_iq4_xs},
     [GGML_F16] = {1, 2, rows_f16, NULL},
@@ -225,7 +218,7 @@ int ggr_abi_version(void) { return GGR_ABI; }
 int ggr_block_size(int type) { return ops(type) ? ops(type)->block_size : 0; }
 int ggr_type_size(int type) { return ops(type) ? ops(type)->type_size : 0; }
 int ggr_has_dequant(int type) { return ops(type) && ops(type)->dequant; }
-int ggr_has_q8k(int type) { return ops(type) && ops(type)->rows_int; }
+int ggr_has_q8k(int type) { return ops(type) && ops(type)->rows_q8k; }
 
 /* ---- the gemv drivers ---- */
 
@@ -321,7 +314,7 @@ static int gemv_multi(const ggr_matrix *mats, int count, const float *x, int64_t
     gemv_job jobs[GGR_MAX_MATRICES];
     rows_fn fs[GGR_MAX_MATRICES];
     int64_t total = 0;
-    int xq = 0, floats = 0;
+    int q8k = 0, floats = 0;
     for (int j = 0; j < count; j++) total += mats[j].n;
     float *gate = act != ACT_NONE ? malloc(sizeof(float) * (size_t)(m * mats[0].n + 1)) : NULL;
     if (act != ACT_NONE && !gate) return -2;
@@ -332,21 +325,20 @@ static int gemv_multi(const ggr_matrix *mats, int count, const float *x, int64_t
             free(gate);
             return -1;
         }
-        const int int8 = (mats[j].flags & GGR_Q8K) && f->rows_int;
-        fs[j] = int8 ? f->rows_int : f->rows;
-        xq |= int8 ? f->xq : 0;
+        const int int8 = (mats[j].flags & GGR_Q8K) && f->rows_q8k;
+        fs[j] = int8 ? f->rows_q8k : f->rows;
+        q8k |= int8;
         floats |= !int8;
         float *yj = act == ACT_NONE ? y + off : j == 0 ? gate : y;
         jobs[j] = (gemv_job){mats[j].w, mats[j].row_bytes, mats[j].n, m, k, x, yj,
                              act == ACT_NONE ? total : mats[j].n};
     }
     x_sums xs;
-    const int ok = prepare_x(&xs, x, m, k, floats, xq);
+    const int ok = prepare_x(&xs, x, m, k, floats, q8k);
     if (ok) run_jobs(jobs, fs, count, &xs, act, gate, threads < 1 ? 1 : threads);
     free(xs.s16);
     free(xs.s32);
     free(xs.q8);
-    free(xs.q32);
     free(gate);
     return ok ? 0 : -2;
 }
