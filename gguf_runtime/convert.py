@@ -52,7 +52,8 @@ T = GGMLQuantizationType
 QUANTIZE_CHUNK = 1 << 22         # weights per quant.quantize call (16 MB of float32)
 
 __all__ = ["convert", "add_arguments", "run", "main", "FILE_TYPES", "TYPE_NAMES", "ConvertError",
-           "SourceError", "ShapeMismatchError", "OutputExistsError", "Progress", "quantize_rows"]
+           "SourceError", "ShapeMismatchError", "OutputExistsError", "Progress", "quantize_rows",
+           "check_output", "temporary_path"]
 
 
 @dataclass
@@ -106,8 +107,7 @@ def convert(src_dir, out_path, out_type: str = "F16", force: bool = False,
     """
     out = Path(out_path)
     ft = file_type(out_type)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out}: already exists (pass force=True / --force to overwrite)")
+    check_output(out, force)
     src = HFSource(src_dir)
     try:
         h = HParams(src.config, str(src.folder))
@@ -172,7 +172,7 @@ def _file_order(t: PlannedTensor) -> tuple:
 # ------------------------------------------------------------------ writing
 def _write(job: Job, plan: list[PlannedTensor], out: Path, progress: bool) -> None:
     """Write to a temporary name next to `out`, then rename; remove it on any failure."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    tmp = temporary_path(out)
     w = GGUFWriter(tmp, job.family.arch)
     try:
         for t in plan:
@@ -252,6 +252,18 @@ def quantize_rows(rows: Callable[[int, int], torch.Tensor], shape: tuple[int, ..
         stop = min(n_rows, start + step)
         out[start * row_nbytes:stop * row_nbytes] = quant.quantize(rows(start, stop), qtype).numpy()
     return out
+
+
+def check_output(out: Path, force: bool) -> None:
+    """OutputExistsError when `out` exists and `force` is not set (convert and quantize)."""
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out}: already exists (pass force=True / --force to overwrite)")
+
+
+def temporary_path(out: Path) -> Path:
+    """Where a GGUF is written before it is renamed to `out`: hidden, next to it (same file
+    system, so the rename is atomic), per process."""
+    return out.with_name(f".{out.name}.{os.getpid()}.part")
 
 
 class Progress:

@@ -22,18 +22,17 @@ import argparse
 import mmap
 import os
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType
 
-from .convert import Progress, quantize_rows
-from .convert_source import ConvertError, OutputExistsError
+from .convert import Progress, check_output, quantize_rows, temporary_path
+from .convert_source import ConvertError
 from .convert_types import (FLOAT_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
                             choose_types, file_type)
-from .errors import GGUFError, MissingKeyError, QuantError, UnsupportedError
+from .errors import MissingKeyError, QuantError, UnsupportedError
 from .gguf_file import DEFAULT_ALIGNMENT, GGUFFile, TensorInfo, _Cursor, open_gguf
 
 __all__ = ["requantize", "add_arguments", "run"]
@@ -72,8 +71,7 @@ def requantize(in_path, out_path, out_type: str, force: bool = False, progress: 
     write, a value that cannot be quantized), GGUFFormatError (bad input); all one line.
     """
     ft, out = file_type(out_type), Path(out_path)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out}: already exists (pass force=True / --force to overwrite)")
+    check_output(out, force)
     gf = open_gguf(in_path)
     try:
         for t in gf.tensors.values():
@@ -155,7 +153,7 @@ def _write(gf: GGUFFile, plan: list[_Out], kv: list[bytes], out: Path, progress:
     for t in plan:
         t.offset = offset
         offset += -(-t.nbytes // align) * align
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    tmp = temporary_path(out)
     try:
         with open(tmp, "wb") as f:
             f.write(b"GGUF" + struct.pack("<IQQ", 3, len(plan), len(kv)))
@@ -203,13 +201,3 @@ def run(args: argparse.Namespace) -> int:
     print(path)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: parse argv, requantize, one-line errors."""
-    parser = argparse.ArgumentParser(prog="quantize", description="float GGUF -> quantized GGUF")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except GGUFError as e:
-        print(f"quantize: error: {e}", file=sys.stderr)
-        return 1
