@@ -32,19 +32,21 @@ class Floor:
         return self.gb_per_s * 1e9 / self.active_bytes
 
 
+def dense_weight_bytes(gguf) -> int:
+    """Bytes of every tensor but the expert stacks that one decoded token reads."""
+    tied = "output.weight" not in gguf.tensors
+    return sum(info.nbytes for name, info in gguf.tensors.items()
+               if "_exps." not in name and (tied or name != "token_embd.weight"))
+
+
 def active_weight_bytes(gguf) -> int:
     """Bytes of weights one decoded token reads (see the module docstring)."""
     meta, arch = gguf.metadata, gguf.architecture
     used = meta.get(f"{arch}.expert_used_count", 0)
     count = meta.get(f"{arch}.expert_count", 0)
-    tied = "output.weight" not in gguf.tensors
-    total = 0
-    for name, info in gguf.tensors.items():
-        if name == "token_embd.weight" and not tied:
-            continue
-        share = used / count if "_exps." in name and count else 1.0
-        total += int(info.nbytes * share)
-    return total
+    experts = sum(int(info.nbytes * used / count) for name, info in gguf.tensors.items()
+                  if "_exps." in name and count)
+    return dense_weight_bytes(gguf) + experts
 
 
 def read_bandwidth_gb_s(threads: int, repeats: int = 5) -> float:

@@ -8,8 +8,9 @@ tests/test_moe.py::test_decode_step_touches_only_routed_experts); after it, the 
 experts handed out are summed (an expert's bytes are its rows' blocks, read once per step).
 Reported per decoded token: routed-expert bytes read, against all expert bytes in the file
 (expected about expert_used_count / expert_count), and the dense bytes every token reads
-(every other weight, token_embd counted as one row). Plus decode tok/s and the process's peak
-RSS (ru_maxrss: resident pages, the memory-mapped file's included). The model's GGUF is only
+(bench_floor.dense_weight_bytes: every other weight; the token embedding only when tied).
+Plus decode tok/s and the process's peak RSS (ru_maxrss: resident pages, the memory-mapped
+file's included). The model's GGUF is only
 memory-mapped, so run it inside a memory cgroup below the file size to see it still decode
 (tools/memlimit_run.sh). On a 2-core machine that other processes load, decode speed depends
 mostly on OpenMP's spin-waiting (torch and the native kernels share torch's libgomp pool, whose
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import gguf_runtime  # noqa: E402
+from gguf_runtime.bench_floor import dense_weight_bytes  # noqa: E402
 from gguf_runtime.generate import decode_one, prefill  # noqa: E402
 
 
@@ -38,14 +40,6 @@ def expert_stacks(model) -> list:
     return [s for blk in model.transformer.blk if blk.moe is not None
             for s in (blk.moe.ffn_gate_exps, blk.moe.ffn_up_exps, blk.moe.ffn_down_exps)
             if s is not None]
-
-
-def dense_bytes_per_token(model, expert_bytes: int) -> int:
-    """Bytes of every non-expert tensor, token_embd as the one row a token reads."""
-    tensors = model.gguf.tensors.values()
-    total = sum(t.nbytes for t in tensors)
-    embd = model.gguf.tensors["token_embd.weight"]
-    return total - expert_bytes - embd.nbytes + embd.nbytes // embd.shape[0]
 
 
 def measure(path: str, n_prompt: int, n_decode: int, threads: int) -> dict:
@@ -74,7 +68,7 @@ def measure(path: str, n_prompt: int, n_decode: int, threads: int) -> dict:
             "expert_bytes_all": all_expert, "expert_bytes_per_token": round(per_token),
             "expert_fraction": round(per_token / all_expert, 4),
             "expected_fraction": round(c.expert_used_count / c.expert_count, 4),
-            "dense_bytes_per_token": dense_bytes_per_token(model, all_expert),
+            "dense_bytes_per_token": dense_weight_bytes(model.gguf),
             "load_s": round(load_s, 2), "decode_tokens": n_decode,
             "decode_tok_s": round(n_decode / decode_s, 2),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
