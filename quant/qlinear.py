@@ -15,6 +15,12 @@ from .kernels.reference import ACTIVATIONS, gated_reference
 from .qtensor import QTensor
 
 
+def _kernel_key(x2: torch.Tensor) -> tuple[bool, str, str]:
+    """What the kernel choice for x2 (M, K) depends on: decode path (few rows) or prefill, the
+    device, GGUF_RUNTIME_KERNELS. QLinear and QLinearGroup cache their kernels under it."""
+    return x2.shape[0] <= registry.DECODE_MAX_ROWS, x2.device.type, registry.env_spec()
+
+
 class QLinear:
     """A linear layer over a 2-D QTensor W of shape (out_features, in_features).
 
@@ -48,7 +54,7 @@ class QLinear:
 
     def run(self, x2: torch.Tensor, out: torch.Tensor) -> None:
         """out (M, N) = x2 (M, K) @ W.T (no bias) for x2 from `kernel_input`; out may be strided."""
-        key = (x2.shape[0] <= registry.DECODE_MAX_ROWS, x2.device.type, registry.env_spec())
+        key = _kernel_key(x2)
         fn = self._bound.get(key)
         if fn is None:
             fn = self._bound[key] = kernel_for(self.weight, x2.shape[0], on_cpu=key[1] == "cpu").bind(self.weight)
@@ -99,7 +105,7 @@ class QLinearGroup:
         return cls(linears)
 
     def _group_kernel(self, x2: torch.Tensor) -> registry.GroupFn | None:
-        key = (x2.shape[0] <= registry.DECODE_MAX_ROWS, x2.device.type, registry.env_spec())
+        key = _kernel_key(x2)
         if key not in self._group:
             weights = tuple(l.weight for l in self.linears)
             self._group[key] = registry.select_group(weights, x2.shape[0], key[1] == "cpu")
