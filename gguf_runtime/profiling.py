@@ -1,7 +1,9 @@
 """Where a decode step's time goes: inside the native matmul kernels versus everything else.
 
-`profile_decode` runs greedy decode steps twice: once plain, reading the native kernels' own
-clock (quant.kernels.native.kernel_seconds: wall time inside ggr_gemv*/ggr_dequant), and once
+`profile_decode` runs greedy decode steps twice: once plain, reading the native library's own
+clock (quant.kernels.native.kernel_seconds: wall time inside ggr_gemv*, ggr_attend, ggr_dequant
+and ggr_block_step, the one-call block step that holds a block's norms, rope and attention
+besides its matmuls), and once
 under torch.profiler for the torch ops outside them (their self CPU time; the profiler adds
 its own overhead, so these are shares, not exact costs). What is neither is Python and
 ctypes call overhead. `gguf-runtime bench --profile` prints it.

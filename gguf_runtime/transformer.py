@@ -4,6 +4,9 @@ Attributes carry the GGUF tensor names (`token_embd`, `blk[i].attn_q`, `ffn_down
 optional pieces a block has (biases, Q/K norms, post-norms, fused QKV) is read from the tensors
 present; what the file cannot say comes from the ArchSpec (registry.py). Each block's FFN is
 chosen at build time: dense (`ffn_gate/up/down`) or sparse (`blk[i].moe`, see moe.py).
+For one token, a block whose weights take native kernels runs as one native call
+(quant.kernels.block_step: the same ops in the same order, bit-identical); prefill, MLA and
+the sparse FFN run op by op below.
 
 Legend: T new tokens, D model width, H/Hkv query/kv heads, Dk/Dv head dims, V vocabulary.
 """
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from quant import QTensor
+from quant.kernels.block_step import BlockShape, BlockStep, BlockWeights, bind_block
+from quant.kernels.registry import env_spec
 from quant.qlinear import QLinear, QLinearGroup
 
 from .config import ModelConfig, RopeScaling
@@ -76,6 +81,7 @@ class Transformer:
         self.embed_scale = math.sqrt(c.embedding_length) if spec.embed_scale_sqrt \
             else (c.embedding_scale or 1.0)
         self.attn_scale = self._attention_scale()
+        self._steps: dict[tuple[int, str], BlockStep | None] = {}
 
     # ------------------------------------------------------------------ loading
     def _qtensor(self, name: str) -> QTensor:
@@ -163,7 +169,7 @@ class Transformer:
         """Run T new tokens at positions cache.length.. ; returns logits (T, V) or (1, V)."""
         start = cache.length
         pos = torch.arange(start, start + ids.numel())
-        x = self.embed(ids)                                     # (T, D)
+        x = self.embed(ids).contiguous()                        # (T, D), this step's own
         for b in self.blk:
             x = self._block_forward(b, x, pos, cache)
         cache.advance(ids.numel())
@@ -182,15 +188,48 @@ class Transformer:
     def _block_forward(self, b: Block, x: torch.Tensor, pos: torch.Tensor,
                        cache: KVCache) -> torch.Tensor:
         c, eps = self.config, self.config.norm_epsilon
-        h = self._attention(b, rms_norm(x, b.attn_norm, eps), pos, cache)
-        if b.post_attention_norm is not None:
-            h = rms_norm(h, b.post_attention_norm, eps)
-        x = x + (h * c.residual_scale if c.residual_scale else h)
+        step = self._decode_step(b) if x.shape[0] == 1 else None
+        if step is not None:                   # one native call: attention (+ FFN), x in place
+            cos, sin = b.rope.cos_sin(pos)
+            step(x, cos, sin, cache.k[b.index], cache.v[b.index], cache.length)
+            if step.has_ffn:
+                return x
+        else:
+            h = self._attention(b, rms_norm(x, b.attn_norm, eps), pos, cache)
+            if b.post_attention_norm is not None:
+                h = rms_norm(h, b.post_attention_norm, eps)
+            x = x + (h * c.residual_scale if c.residual_scale else h)
         h = rms_norm(x, b.ffn_norm, eps)
         h = b.moe(h) if b.moe is not None else self._ffn(b, h)
         if b.post_ffw_norm is not None:
             h = rms_norm(h, b.post_ffw_norm, eps)
         return x + (h * c.residual_scale if c.residual_scale else h)
+
+    def _decode_step(self, b: Block) -> BlockStep | None:
+        """Block b's one-token step as one native call (quant.kernels.block_step), bound on first
+        use per GGUF_RUNTIME_KERNELS value; None where it cannot run it (MLA, non-native weights):
+        then the ops below run one by one, with the same results."""
+        key = (b.index, env_spec())
+        if key not in self._steps:
+            self._steps[key] = None if b.mla is not None else self._bind_step(b)
+        return self._steps[key]
+
+    def _bind_step(self, b: Block) -> BlockStep | None:
+        c, i = self.config, b.index
+        qk = b.attn_q_norm
+        dense = b.moe is None
+        weights = BlockWeights(
+            qkv=b.attn_qkv, attn_output=b.attn_output,
+            gate_up=b.ffn_gate_up if dense else None, down=b.ffn_down if dense else None,
+            act=self.spec.activation, attn_norm=b.attn_norm, q_norm=qk, k_norm=b.attn_k_norm,
+            qk_norm=None if qk is None else "head" if qk.numel() == c.key_length else "whole",
+            post_attention_norm=b.post_attention_norm, ffn_norm=b.ffn_norm, post_ffw_norm=b.post_ffw_norm)
+        shape = BlockShape(
+            d=c.embedding_length, n_head=c.head_count[i], n_kv=c.head_count_kv[i], dk=c.key_length,
+            dv=c.value_length, n_rot=b.rope.p.n_rot, neox=b.rope.p.style == "neox", window=b.window,
+            eps=c.norm_epsilon, attn_scale=self.attn_scale, attn_cap=c.attn_logit_softcapping or 0.0,
+            residual_scale=c.residual_scale or 0.0)
+        return bind_block(weights, shape) if b.attn_qkv is not None and b.attn_output is not None else None
 
     def _attention(self, b: Block, x: torch.Tensor, pos: torch.Tensor,
                    cache: KVCache) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 import gguf_runtime
 from gguf_runtime.convert import convert
 from gguf_runtime.sampling import SamplingParams
+from tests.stepping import assert_block_step_is_op_by_op
 from tests.tiny_models import CASES, VOCAB
 
 pytest.importorskip("transformers")
@@ -86,3 +87,12 @@ def test_prefill_decode_equals_full_forward(converted, name):
                                              abs=1e-4)
         seq = seq + [step.token]
     assert len(steps) == SEQ_LEN - PROMPT_LEN
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_one_call_block_step_is_bit_identical(converted, name, monkeypatch):
+    """F16 weights take the native decode kernels, so every block takes the one-call step
+    (norms, Q/K norms, biases, rope kinds, windows, soft-caps, GeGLU, granite's scales)."""
+    path = converted(name).files["F16"]
+    n_blocks = gguf_runtime.load(path, n_ctx=8).config.block_count
+    assert_block_step_is_op_by_op(path, IDS, PROMPT_LEN, n_blocks, monkeypatch)

@@ -11,7 +11,9 @@ import torch
 import gguf_runtime
 from gguf_runtime.errors import GGUFError, ModelInputError, UnsupportedError
 from gguf_runtime.sampling import SamplingParams, apply_penalties, filter_logits, sample
-from tests.realmodels import smollm2_path
+from quant import QuantError
+from tests.realmodels import gemma3_path, smollm2_path
+from tests.stepping import assert_block_step_is_op_by_op
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +178,25 @@ def test_decode_profile_splits_a_step_into_kernels_and_the_rest(smol):
     prof = profile_decode(smol.transformer, cache, token, n_tokens=4)
     assert 0 < prof.step_ms and 0 <= prof.kernel_ms <= prof.step_ms
     assert prof.torch_ops and "outside them" in prof.format()
+
+
+@pytest.mark.parametrize("find", [smollm2_path, gemma3_path], ids=["smollm2", "gemma3"])
+def test_one_call_block_step_is_bit_identical_on_real_models(find, monkeypatch):
+    """Q4_1 (float rows) and Q4_K_M (integer rows on Q8_K x), sliding windows, Q/K norms:
+    the decode logits of the one-call step equal the op-by-op decode's, bit for bit."""
+    path = find()
+    n_blocks = gguf_runtime.load(path, n_ctx=8).config.block_count
+    ids = list(range(1000, 1024))
+    assert_block_step_is_op_by_op(path, ids, 12, n_blocks, monkeypatch)
+
+
+def test_block_step_outside_the_cache_is_an_error(smol):
+    block = smol.transformer.blk[0]
+    step = smol.transformer._decode_step(block)
+    if step is None:
+        pytest.skip("native kernels unavailable")
+    cache = smol._new_cache(4)
+    x = torch.zeros(1, smol.config.embedding_length)
+    cos, sin = block.rope.cos_sin(torch.tensor([0]))
+    with pytest.raises(QuantError, match="position 4 of a cache of 4"):
+        step(x, cos, sin, cache.k[0], cache.v[0], 4)

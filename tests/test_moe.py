@@ -30,6 +30,8 @@ from gguf_runtime.sampling import SamplingParams
 from quant import QTensor, QuantError, quantize_tensor
 from quant.qlinear import ExpertStack
 
+from tests.stepping import assert_block_step_is_op_by_op
+
 pytest.importorskip("transformers")
 from tests.tiny_moe import (CASES, IDS, Case, dequantized_copy, read_gguf,  # noqa: E402
                             write_gguf, writer)
@@ -108,6 +110,16 @@ def test_k_quant_greedy_equals_dequantized_float(built, name, monkeypatch):
     monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "native,reference")
     assert relative_error(quant.logits(IDS), ref.logits(IDS)) < 1e-3
     assert greedy(quant, PROMPT, N_NEW) == greedy(ref, PROMPT, N_NEW)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_one_call_attention_step_is_bit_identical(built, name, monkeypatch):
+    """Sparse blocks take the one-call step for their attention (the router and experts stay in
+    Python); DeepSeek's latent attention (MLA) keeps the op-by-op path."""
+    path = built(name).files["Q4_K_M"]
+    config = gguf_runtime.load(path, n_ctx=8).config
+    n_fused = 0 if config.kv_lora_rank else config.trunk_block_count
+    assert_block_step_is_op_by_op(path, IDS, len(PROMPT), n_fused, monkeypatch)
 
 
 @pytest.mark.parametrize("name", list(CASES))

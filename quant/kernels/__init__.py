@@ -14,7 +14,8 @@ The whole of W is never dequantized at once: at most one tile (a few MB of float
 Beside the table: group kernels (registry.register_group: several W on one x in one call, for
 QLinearGroup) and the decode step's float ops in one native call each, each with a torch
 fallback that is also its test oracle: `attention.attend_one` (one query over the KV cache),
-`rowops.rms_norm`, `rowops.rope_one`.
+`rowops.rms_norm`, `rowops.rope_one`; and a whole block's decode step in one call
+(`block_step`, backend "block": the same ops, bit-identical, without the per-op Python).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from ..errors import QuantError
 from ..qtensor import QTensor
-from . import native, reference  # noqa: F401  (importing registers their kernels)
+from . import block_step, native, reference  # noqa: F401  (importing registers their kernels)
 from .registry import DECODE_MAX_ROWS, Kernel, allowed_backends, backend_available, path_for, select, set_threads
 
 __all__ = ["qmatmul", "set_num_threads", "available_backends", "kernel_for", "DECODE_MAX_ROWS"]

@@ -50,7 +50,7 @@ from .registry import register, register_backend, register_group, threads
 SOURCE_DIR = Path(__file__).with_name("csrc")
 SOURCE = SOURCE_DIR / "ggr.c"                 # includes the headers beside it
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-std=gnu11")
-ABI_VERSION = 2
+ABI_VERSION = 3
 ENV_CACHE = "GGUF_RUNTIME_CACHE"
 
 DEQUANT_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
@@ -139,6 +139,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "ggr_rms_norm": [ptr, i64, i64, i64, ptr, ctypes.c_float, ptr],
         "ggr_rope": [ptr, i64, i64, i64, ptr, ptr, i32, ptr],
         "ggr_dequant": [i32, ptr, i64, ptr, i32],
+        "ggr_block_step": [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i32],
     }
     for name, args in signatures.items():
         fn = getattr(lib, name)

@@ -24,15 +24,20 @@
  *       One query position's attention over a float32 / f16 key-value cache (attend.h).
  *   ggr_rms_norm(x, rows, d, ldx, w, eps, y), ggr_rope(x, rows, d, n_rot, cos, sin, neox, y)
  *       Row ops of the decode step (rowops.h); single-threaded, not counted in ggr_kernel_ns.
- *   ggr_kernel_ns() -> nanoseconds spent in ggr_gemv* and ggr_dequant so far (for profiles).
+ *   ggr_block_step(block, x, cos, sin, k_cache, v_cache, n_ctx, pos, threads)
+ *       One transformer block's decode step for one token (block_step.h): attention, and the
+ *       dense FFN when the block has one, with the same kernels as the calls above.
+ *   ggr_kernel_ns() -> nanoseconds spent in ggr_gemv*, ggr_attend, ggr_block_step and
+ *       ggr_dequant so far (for profiles).
  *   ggr_dequant(type, src, n_blocks, dst, threads)
  *       dst (n_blocks * block_size float32) = the blocks' weights, bit-exact with gguf-py's
  *       numpy dequantizers (same float32 operations in the same order, hence -ffp-contract=off:
  *       a fused multiply-add would round `d*q + m` once instead of twice). Returns 0 or -1.
  *
  * Files: common.h (helpers), blocks.h (layouts + scalar dequantizers), fused_avx2.h (the fused
- * AVX2 rows); here the drivers and the format table. Without AVX2+FMA+F16C the decode kernels
- * fall back to "dequantize a block into a stack buffer, then a float dot" in plain C.
+ * AVX2 rows), block_step.h (a block's decode step); here the drivers and the format table.
+ * Without AVX2+FMA+F16C the decode kernels fall back to "dequantize a block into a stack
+ * buffer, then a float dot" in plain C.
  * A new format: a layout + deq_ in blocks.h, a row_ in fused_avx2.h, one DEFINE line and one
  * table row here.
  */
@@ -44,7 +49,7 @@
 #include <omp.h>
 #endif
 
-#define GGR_ABI 2
+#define GGR_ABI 3
 #define GGR_MAX_MATRICES 8
 
 enum { GGR_Q8K = 1 };      /* ggr_matrix.flags: round x to Q8_K and dot in integers where the type can */
@@ -361,6 +366,16 @@ int ggr_gemv(int type, const uint8_t *w, int64_t row_bytes, int64_t n, const flo
 int ggr_attend(const attend_job *a, float *out, int threads) {
     const int64_t t0 = now_ns();
     const int rc = attend_run(a, out, threads);
+    __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
+    return rc;
+}
+
+#include "block_step.h"
+
+int ggr_block_step(const ggr_block *b, float *x, const float *c, const float *s, float *k_cache,
+                   float *v_cache, int64_t n_ctx, int64_t pos, int threads) {
+    const int64_t t0 = now_ns();
+    const int rc = block_step(b, x, c, s, k_cache, v_cache, n_ctx, pos, threads < 1 ? 1 : threads);
     __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
     return rc;
 }

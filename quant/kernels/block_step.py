@@ -1,0 +1,177 @@
+"""One transformer block's decode step (one token) in one native call: csrc/block_step.h.
+
+A decode step of a small model is mostly Python: per block some twenty small calls (norms,
+Q/K/V, rope, cache write, attention, output, residual, FFN), each a few microseconds of
+interpreter and torch dispatch around a kernel that may itself take only tens of microseconds.
+`bind_block` packs a block's weights, norms and sizes into one `ggr_block` once; each token
+then costs one call. The C side runs the same kernels in the same order as the Python decoder
+(gemv_multi with the same flags, rms_norm_row, rope_row, attend_run), so the result is
+bit-identical to it; tests/test_generate.py checks that on every architecture.
+
+The step is its own backend, "block" (available with the native library): GGUF_RUNTIME_KERNELS
+without "block" runs every op from Python. `bind_block` returns None where the step cannot
+take the block: a weight whose decode kernel is not native, biases on the FFN, non-float32 or
+non-CPU tensors; the decoder then runs its Python path.
+
+Legend: D model width, H/Hkv query/kv heads, Dk/Dv head dims, F FFN width, n_ctx cache length.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import QuantError
+from . import native
+from .registry import backend_enabled, path_for, register_backend, select, threads
+
+if TYPE_CHECKING:                               # qlinear imports this package
+    from ..qlinear import QLinear, QLinearGroup
+
+BACKEND = "block"
+QK_NORM_MODES = {None: 0, "head": 1, "whole": 2}
+
+register_backend(BACKEND, priority=5, available=lambda: native.load() is not None)
+
+
+class GGRBlock(ctypes.Structure):
+    """ggr_block of csrc/block_step.h."""
+
+    _fields_ = [*[(n, ctypes.c_int64) for n in ("d", "n_head", "n_kv", "dk", "dv", "n_rot", "window", "n_ff")],
+                *[(n, ctypes.c_int32) for n in ("neox", "qk_norm", "n_qkv", "act")],
+                *[(n, ctypes.c_float) for n in ("eps", "attn_scale", "attn_cap", "residual_scale")],
+                *[(n, ctypes.c_void_p) for n in ("attn_norm", "qkv_bias", "q_norm", "k_norm", "o_bias",
+                                                  "post_attn_norm", "ffn_norm", "post_ffw_norm")],
+                ("qkv", native.GGRMatrix * 3), ("o", native.GGRMatrix), ("gate_up", native.GGRMatrix * 2),
+                ("down", native.GGRMatrix)]
+
+
+@dataclass
+class BlockWeights:
+    """What one block's decode step reads. Norms are float32 vectors (None: no such norm)."""
+
+    qkv: QLinear | QLinearGroup                 # [Q | K | V] on the attention input
+    attn_output: QLinear
+    gate_up: QLinearGroup | None                # (gate, up), or None: the caller runs the FFN
+    down: QLinear | None
+    act: str | None                             # "silu" | "gelu" with gate_up
+    attn_norm: torch.Tensor | None
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
+    qk_norm: str | None                         # "head" (of Dk) | "whole" (of H*Dk) | None
+    post_attention_norm: torch.Tensor | None
+    ffn_norm: torch.Tensor | None
+    post_ffw_norm: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    d: int
+    n_head: int
+    n_kv: int
+    dk: int
+    dv: int
+    n_rot: int
+    neox: bool
+    window: int                                 # 0: attend to every cached position
+    eps: float
+    attn_scale: float
+    attn_cap: float                             # 0: no soft-capping
+    residual_scale: float                       # 0: none
+
+
+def _matrix(linear: QLinear) -> native.GGRMatrix | None:
+    """The ggr_matrix of the kernel the Python decoder would run for one x row, or None when
+    that kernel is not a native one (then the step would not be bit-identical)."""
+    w = linear.weight
+    if w.data.device.type != "cpu" or len(w.shape) != 2:
+        return None
+    try:
+        backend = select(w.qtype, path_for(1)).backend
+    except QuantError:
+        return None
+    if backend not in ("native", native.Q8K_BACKEND):
+        return None
+    flags = native.FLAG_Q8K if backend == native.Q8K_BACKEND else 0
+    return native.GGRMatrix(int(w.qtype), flags, w.data.data_ptr(), w.row_nbytes, w.shape[0])
+
+
+def _linears(l: QLinear | QLinearGroup) -> tuple[QLinear, ...]:
+    return getattr(l, "linears", (l,))             # a QLinearGroup's, or the one QLinear
+
+
+def _vector_ok(t: torch.Tensor | None, n: int) -> bool:
+    return t is None or (t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+                         and t.numel() == n)
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return t.data_ptr() if t is not None else None
+
+
+class BlockStep:
+    """A block's decode step bound once: `step(x, cos, sin, k_cache, v_cache, pos)`.
+
+    x (1, D) float32 is updated in place (x + attention, then + FFN when `has_ffn`); cos / sin
+    (1, n_rot/2) are this position's; k_cache / v_cache (Hkv, n_ctx, Dk / Dv) the layer's float32
+    cache, whose row `pos` is written. Raises QuantError if the native side rejects a size.
+    """
+
+    def __init__(self, job: GGRBlock, keep: tuple, has_ffn: bool):
+        self.job, self._keep, self.has_ffn = job, keep, has_ffn     # keep: tensors job points into
+        self._fn, self._ref = native.load().ggr_block_step, ctypes.byref(job)
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                 v_cache: torch.Tensor, pos: int) -> None:
+        if self._fn(self._ref, x.data_ptr(), cos.data_ptr(), sin.data_ptr(), k_cache.data_ptr(),
+                    v_cache.data_ptr(), k_cache.shape[1], pos, threads()):
+            raise QuantError(f"native block step rejected position {pos} of a cache of {k_cache.shape[1]}")
+
+
+def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
+    """The bound step of one block, or None where it cannot run (see the module docstring)."""
+    if not backend_enabled(BACKEND) or not backend_enabled("native"):
+        return None
+    qkv = [_matrix(l) for l in _linears(w.qkv)]
+    o = _matrix(w.attn_output)
+    n_qkv = s.n_head * s.dk + s.n_kv * (s.dk + s.dv)
+    qkv_bias = w.qkv.bias
+    if (None in qkv or o is None or len(qkv) not in (1, 3) or w.qkv.out_features != n_qkv
+            or not _vector_ok(qkv_bias, n_qkv) or not _vector_ok(w.attn_output.bias, s.d)):
+        return None
+    nq_norm = {"head": s.dk, "whole": s.n_head * s.dk}.get(w.qk_norm, 0)
+    nk_norm = {"head": s.dk, "whole": s.n_kv * s.dk}.get(w.qk_norm, 0)
+    norms = [(w.attn_norm, s.d), (w.q_norm, nq_norm), (w.k_norm, nk_norm), (w.post_attention_norm, s.d),
+             (w.ffn_norm, s.d), (w.post_ffw_norm, s.d)]
+    if not all(_vector_ok(t, n) for t, n in norms) or (w.qk_norm and (w.q_norm is None or w.k_norm is None)):
+        return None
+    job = GGRBlock(d=s.d, n_head=s.n_head, n_kv=s.n_kv, dk=s.dk, dv=s.dv, n_rot=s.n_rot, window=s.window,
+                   neox=int(s.neox), qk_norm=QK_NORM_MODES[w.qk_norm], n_qkv=len(qkv), act=0,
+                   eps=s.eps, attn_scale=s.attn_scale, attn_cap=s.attn_cap, residual_scale=s.residual_scale,
+                   attn_norm=_ptr(w.attn_norm), qkv_bias=_ptr(qkv_bias), q_norm=_ptr(w.q_norm),
+                   k_norm=_ptr(w.k_norm), o_bias=_ptr(w.attn_output.bias),
+                   post_attn_norm=_ptr(w.post_attention_norm))
+    for j, m in enumerate(qkv):
+        job.qkv[j] = m
+    job.o = o
+    ffn = _bind_ffn(job, w, s)
+    return BlockStep(job, (w, qkv_bias), ffn)
+
+
+def _bind_ffn(job: GGRBlock, w: BlockWeights, s: BlockShape) -> bool:
+    """Fill the FFN half of `job` when the block's FFN is a bias-free gated pair + down."""
+    if w.gate_up is None or w.down is None or w.act not in native.ACT_CODES or w.act is None:
+        return False
+    gate_up = [_matrix(l) for l in w.gate_up.linears]
+    down = _matrix(w.down)
+    if (len(gate_up) != 2 or None in gate_up or down is None or gate_up[0].flags != gate_up[1].flags
+            or w.gate_up.bias is not None
+            or w.down.bias is not None or gate_up[0].n != gate_up[1].n or w.down.in_features != gate_up[0].n):
+        return False
+    job.gate_up[0], job.gate_up[1], job.down = gate_up[0], gate_up[1], down
+    job.n_ff, job.act = gate_up[0].n, native.ACT_CODES[w.act]
+    job.ffn_norm, job.post_ffw_norm = _ptr(w.ffn_norm), _ptr(w.post_ffw_norm)
+    return True

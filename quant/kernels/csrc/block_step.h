@@ -1,0 +1,105 @@
+/* One transformer block's decode step (one token) in a single call: what the Python decoder
+ * does op by op for one position, with the same kernels, so the result is bit-identical to it.
+ *
+ *   h = rms_norm(x, attn_norm)
+ *   q | k | v = h @ [Wq; Wk; Wv].T (+ bias)            gemv_multi, as QLinearGroup
+ *   q, k = qk_norm(q), qk_norm(k)                        whole projection (2) or per head (1)
+ *   q, k = rope(q), rope(k)                              cos / sin of this position
+ *   K[:, pos] = k, V[:, pos] = v                         the layer's float32 cache (Hkv, n_ctx, D)
+ *   a = attend(q, K[:, lo:pos+1], V[:, lo:pos+1])        lo = pos - window + 1 with a window
+ *   h = post_attn_norm(a @ Wo.T (+ bias))
+ *   x = x + h (* residual_scale)
+ * and, when `act` is set (a dense gated FFN; else the caller runs the FFN from Python):
+ *   h = post_ffw_norm(down(act(gate(n)) * up(n))), n = rms_norm(x, ffn_norm)
+ *   x = x + h (* residual_scale)
+ * Any norm pointer may be NULL (no such norm). x (d) is updated in place.
+ * Included by ggr.c after the gemv driver (gemv_multi) and the row ops.
+ */
+#ifndef GGR_BLOCK_STEP_H
+#define GGR_BLOCK_STEP_H
+
+typedef struct {
+    int64_t d, n_head, n_kv, dk, dv, n_rot, window, n_ff;
+    int32_t neox, qk_norm;        /* qk_norm: 0 none, 1 per head (Dk), 2 over the whole projection */
+    int32_t n_qkv, act;           /* n_qkv: 1 (a fused QKV matrix) or 3; act 0: no FFN in this call */
+    float eps, attn_scale, attn_cap, residual_scale;      /* residual_scale 0: none */
+    const float *attn_norm, *qkv_bias, *q_norm, *k_norm, *o_bias, *post_attn_norm;
+    const float *ffn_norm, *post_ffw_norm;
+    ggr_matrix qkv[3], o, gate_up[2], down;
+} ggr_block;
+
+/* x += h (* scale): the residual add of the Python decoder (x + (h * s if s else h)) */
+INLINE void residual_add(float *x, const float *h, int64_t d, float scale) {
+    for (int64_t i = 0; i < d; i++) x[i] += scale != 0.0f ? h[i] * scale : h[i];
+}
+
+INLINE void add_bias(float *y, const float *b, int64_t n) {
+    if (b)
+        for (int64_t i = 0; i < n; i++) y[i] += b[i];
+}
+
+/* rows of length `len` normed in place by w (the native rms_norm on (rows, len)) */
+INLINE void norm_rows(float *x, int64_t rows, int64_t len, const float *w, float eps) {
+    for (int64_t r = 0; r < rows; r++) rms_norm_row(x + r * len, len, w, eps, x + r * len);
+}
+
+static int block_attention(const ggr_block *b, float *x, const float *c, const float *s, float *k_cache,
+                           float *v_cache, int64_t n_ctx, int64_t pos, float *h, float *qkv, float *att,
+                           int threads) {
+    const int64_t nq = b->n_head * b->dk, nk = b->n_kv * b->dk, nv = b->n_kv * b->dv;
+    rms_norm_row(x, b->d, b->attn_norm, b->eps, h);
+    int rc = gemv_multi(b->qkv, b->n_qkv, h, 1, b->d, qkv, ACT_NONE, threads);
+    if (rc) return rc;
+    add_bias(qkv, b->qkv_bias, nq + nk + nv);
+    float *q = qkv, *k = qkv + nq, *v = k + nk;
+    if (b->qk_norm == 2) {
+        norm_rows(q, 1, nq, b->q_norm, b->eps);
+        norm_rows(k, 1, nk, b->k_norm, b->eps);
+    } else if (b->qk_norm == 1) {
+        norm_rows(q, b->n_head, b->dk, b->q_norm, b->eps);
+        norm_rows(k, b->n_kv, b->dk, b->k_norm, b->eps);
+    }
+    for (int64_t r = 0; r < b->n_head; r++) rope_row(q + r * b->dk, b->dk, b->n_rot, c, s, b->neox, q + r * b->dk);
+    for (int64_t r = 0; r < b->n_kv; r++) rope_row(k + r * b->dk, b->dk, b->n_rot, c, s, b->neox, k + r * b->dk);
+    for (int64_t g = 0; g < b->n_kv; g++) {
+        memcpy(k_cache + (g * n_ctx + pos) * b->dk, k + g * b->dk, sizeof(float) * (size_t)b->dk);
+        memcpy(v_cache + (g * n_ctx + pos) * b->dv, v + g * b->dv, sizeof(float) * (size_t)b->dv);
+    }
+    const int64_t lo = b->window > 0 && pos - b->window + 1 > 0 ? pos - b->window + 1 : 0;
+    const attend_job job = {q, (const uint8_t *)(k_cache + lo * b->dk), (const uint8_t *)(v_cache + lo * b->dv),
+                            b->n_head, b->n_kv, b->dk, b->dv, pos + 1 - lo,
+                            n_ctx * b->dk, b->dk, n_ctx * b->dv, b->dv, 0, b->attn_scale, b->attn_cap};
+    if ((rc = attend_run(&job, att, threads))) return rc;
+    if ((rc = gemv_multi(&b->o, 1, att, 1, b->n_head * b->dv, h, ACT_NONE, threads))) return rc;
+    add_bias(h, b->o_bias, b->d);
+    if (b->post_attn_norm) norm_rows(h, 1, b->d, b->post_attn_norm, b->eps);
+    residual_add(x, h, b->d, b->residual_scale);
+    return 0;
+}
+
+static int block_ffn(const ggr_block *b, float *x, float *h, float *f, int threads) {
+    rms_norm_row(x, b->d, b->ffn_norm, b->eps, h);
+    int rc = gemv_multi(b->gate_up, 2, h, 1, b->d, f, b->act, threads);
+    if (rc || (rc = gemv_multi(&b->down, 1, f, 1, b->n_ff, h, ACT_NONE, threads))) return rc;
+    if (b->post_ffw_norm) norm_rows(h, 1, b->d, b->post_ffw_norm, b->eps);
+    residual_add(x, h, b->d, b->residual_scale);
+    return 0;
+}
+
+/* Returns 0, -1 on bad sizes (as gemv_multi / attend_run), -2 without memory. */
+static int block_step(const ggr_block *b, float *x, const float *c, const float *s, float *k_cache,
+                      float *v_cache, int64_t n_ctx, int64_t pos, int threads) {
+    if (pos < 0 || pos >= n_ctx || b->n_qkv < 1 || b->n_qkv > 3 || b->act < ACT_NONE || b->act > ACT_GELU_TANH)
+        return -1;
+    const int64_t n_qkv = (b->n_head + 2 * b->n_kv) * (b->dk > b->dv ? b->dk : b->dv);
+    const int64_t n_h = b->d > b->n_ff ? b->d : b->n_ff;
+    float *buf = malloc(sizeof(float) * (size_t)(2 * n_h + n_qkv + b->n_head * b->dv));
+    if (!buf) return -2;
+    float *h = buf, *f = buf + n_h, *qkv = f + n_h, *att = qkv + n_qkv;
+    int rc = block_attention(b, x, c, s, k_cache, v_cache, n_ctx, pos, h, qkv, att, threads);
+    if (!rc && b->act != ACT_NONE) rc = block_ffn(b, x, h, f, threads);
+    free(buf);
+    return rc;
+}
+
+#endif

@@ -1,0 +1,40 @@
+"""Decode-step helpers shared by the tests of the one-call block step (quant.kernels.block_step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import gguf_runtime
+from gguf_runtime.generate import decode_one, prefill
+from quant.kernels import native
+
+OP_BY_OP = "q8k,native,reference"        # every decode op from Python: no "block" backend
+
+
+def decode_logits(path: Path, ids: list[int], n_prompt: int, kernels: str,
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, int]:
+    """Prefill ids[:n_prompt], then feed the rest one token at a time with GGUF_RUNTIME_KERNELS
+    = `kernels`: the decode steps' logits (len(ids) - n_prompt, V) and how many blocks took
+    the one-call step."""
+    monkeypatch.setenv("GGUF_RUNTIME_KERNELS", kernels)
+    model = gguf_runtime.load(path, n_ctx=len(ids) + 1)
+    with torch.inference_mode():
+        cache = model._new_cache(len(ids) + 1)
+        prefill(model.transformer, ids[:n_prompt], cache)
+        steps = [decode_one(model.transformer, t, cache).clone() for t in ids[n_prompt:]]
+    fused = sum(model.transformer._decode_step(b) is not None for b in model.transformer.blk)
+    return torch.stack(steps), fused
+
+
+def assert_block_step_is_op_by_op(path: Path, ids: list[int], n_prompt: int, n_fused: int,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-call step on `n_fused` blocks gives exactly the logits of the op-by-op decode."""
+    if native.load() is None:
+        pytest.skip("native kernels unavailable")
+    fused, n = decode_logits(path, ids, n_prompt, "", monkeypatch)
+    ops, none = decode_logits(path, ids, n_prompt, OP_BY_OP, monkeypatch)
+    assert (n, none) == (n_fused, 0)
+    assert torch.equal(fused, ops), f"max difference {(fused - ops).abs().max().item():.3g}"
