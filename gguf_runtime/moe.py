@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from quant import QuantError
+from quant.kernels.block_step import ExpertsStep, bind_experts
+from quant.kernels.registry import env_spec
 from quant.qlinear import ExpertStack, QLinear, QLinearGroup
 
 from .config import ModelConfig
@@ -125,6 +127,7 @@ class MoE:
     ffn_down_shexp: QLinear | None = None
     ffn_gate_inp_shexp: torch.Tensor | None = None   # (D,) Qwen2-MoE: shared FFN's sigmoid gate
     _gate_up: dict = field(default_factory=dict, repr=False)   # expert -> its QLinearGroup
+    _steps: dict = field(default_factory=dict, repr=False)     # GGUF_RUNTIME_KERNELS -> ExpertsStep
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(T, D) normed hidden states -> (T, D) FFN output."""
@@ -158,12 +161,32 @@ class MoE:
     def _routed_one(self, x: torch.Tensor, weights: torch.Tensor,
                     selected: torch.Tensor) -> torch.Tensor:
         """One token (decode): its K experts in expert order, summed as `_routed` sums them
-        (so decode and prefill round alike), without the grouping bookkeeping."""
+        (so decode and prefill round alike), without the grouping bookkeeping; one native call
+        (quant.kernels.block_step.bind_experts, same ops, same result) where it can run."""
+        pairs = sorted(zip(selected.tolist(), weights.tolist()))
+        step = self._experts_step()
+        if step is not None:
+            ids = [e for e, _ in pairs]
+            self._mark_touched(ids)
+            return step(x.contiguous(), ids, [w for _, w in pairs])
         out = None
-        for e, w in sorted(zip(selected.tolist(), weights.tolist())):
+        for e, w in pairs:
             y = self._expert(e, x).mul_(w)                                # (1, D)
             out = y if out is None else out.add_(y)
         return out
+
+    def _experts_step(self) -> ExpertsStep | None:
+        key = env_spec()
+        if key not in self._steps:
+            self._steps[key] = bind_experts(self.ffn_gate_exps, self.ffn_up_exps, self.ffn_down_exps,
+                                            self.activation)
+        return self._steps[key]
+
+    def _mark_touched(self, ids: list[int]) -> None:
+        """ExpertStack.touched bookkeeping for experts run without `expert(e)`."""
+        for stack in (self.ffn_gate_exps, self.ffn_up_exps, self.ffn_down_exps):
+            if stack is not None and stack.touched is not None:
+                stack.touched.update(ids)
 
     def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         up = self.ffn_up_exps.expert(e)                                   # marks it touched

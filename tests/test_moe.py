@@ -28,6 +28,7 @@ from gguf_runtime.generate import decode_one, prefill
 from gguf_runtime.gguf_file import open_gguf
 from gguf_runtime.sampling import SamplingParams
 from quant import QTensor, QuantError, quantize_tensor
+from quant.kernels import native
 from quant.qlinear import ExpertStack
 
 from tests.stepping import assert_block_step_is_op_by_op
@@ -114,11 +115,15 @@ def test_k_quant_greedy_equals_dequantized_float(built, name, monkeypatch):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_one_call_attention_step_is_bit_identical(built, name, monkeypatch):
-    """Sparse blocks take the one-call step for their attention (the router and experts stay in
-    Python); DeepSeek's latent attention (MLA) keeps the op-by-op path."""
+    """Sparse blocks take the one-call step for their attention and one call for their routed
+    experts (the router and shared experts stay in Python); DeepSeek's latent attention (MLA)
+    keeps the op-by-op path. Both give the op-by-op logits exactly."""
     path = built(name).files["Q4_K_M"]
-    config = gguf_runtime.load(path, n_ctx=8).config
-    n_fused = 0 if config.kv_lora_rank else config.trunk_block_count
+    model = gguf_runtime.load(path, n_ctx=8)
+    n_fused = 0 if model.config.kv_lora_rank else model.config.trunk_block_count
+    if native.load() is not None:
+        sparse = [b.moe for b in model.transformer.blk if b.moe is not None]
+        assert sparse and all((m._experts_step() is not None) == (m.ffn_gate_exps is not None) for m in sparse)
     assert_block_step_is_op_by_op(path, IDS, len(PROMPT), n_fused, monkeypatch)
 
 

@@ -1,4 +1,5 @@
 """One transformer block's decode step (one token) in one native call: csrc/block_step.h.
+Also a sparse FFN's routed experts for one token in one call (`bind_experts`).
 
 A decode step of a small model is mostly Python: per block some twenty small calls (norms,
 Q/K/V, rope, cache write, attention, output, residual, FFN), each a few microseconds of
@@ -25,11 +26,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import QuantError
+from ..qtensor import QTensor
 from . import native
 from .registry import backend_enabled, path_for, register_backend, select, threads
 
 if TYPE_CHECKING:                               # qlinear imports this package
-    from ..qlinear import QLinear, QLinearGroup
+    from ..qlinear import ExpertStack, QLinear, QLinearGroup
 
 BACKEND = "block"
 QK_NORM_MODES = {None: 0, "head": 1, "whole": 2}
@@ -83,10 +85,9 @@ class BlockShape:
     residual_scale: float                       # 0: none
 
 
-def _matrix(linear: QLinear) -> native.GGRMatrix | None:
-    """The ggr_matrix of the kernel the Python decoder would run for one x row, or None when
-    that kernel is not a native one (then the step would not be bit-identical)."""
-    w = linear.weight
+def _matrix(w: QTensor) -> native.GGRMatrix | None:
+    """The ggr_matrix of W (N, K) with the flags of the kernel the Python decoder would run for
+    one x row, or None when that kernel is not a native one (the step would not be identical)."""
     if w.data.device.type != "cpu" or len(w.shape) != 2:
         return None
     try:
@@ -135,8 +136,8 @@ def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
     """The bound step of one block, or None where it cannot run (see the module docstring)."""
     if not backend_enabled(BACKEND) or not backend_enabled("native"):
         return None
-    qkv = [_matrix(l) for l in _linears(w.qkv)]
-    o = _matrix(w.attn_output)
+    qkv = [_matrix(l.weight) for l in _linears(w.qkv)]
+    o = _matrix(w.attn_output.weight)
     n_qkv = s.n_head * s.dk + s.n_kv * (s.dk + s.dv)
     qkv_bias = w.qkv.bias
     if (None in qkv or o is None or len(qkv) not in (1, 3) or w.qkv.out_features != n_qkv
@@ -165,8 +166,8 @@ def _bind_ffn(job: GGRBlock, w: BlockWeights, s: BlockShape) -> bool:
     """Fill the FFN half of `job` when the block's FFN is a bias-free gated pair + down."""
     if w.gate_up is None or w.down is None or w.act not in native.ACT_CODES or w.act is None:
         return False
-    gate_up = [_matrix(l) for l in w.gate_up.linears]
-    down = _matrix(w.down)
+    gate_up = [_matrix(l.weight) for l in w.gate_up.linears]
+    down = _matrix(w.down.weight)
     if (len(gate_up) != 2 or None in gate_up or down is None or gate_up[0].flags != gate_up[1].flags
             or w.gate_up.bias is not None
             or w.down.bias is not None or gate_up[0].n != gate_up[1].n or w.down.in_features != gate_up[0].n):
@@ -175,3 +176,45 @@ def _bind_ffn(job: GGRBlock, w: BlockWeights, s: BlockShape) -> bool:
     job.n_ff, job.act = gate_up[0].n, native.ACT_CODES[w.act]
     job.ffn_norm, job.post_ffw_norm = _ptr(w.ffn_norm), _ptr(w.post_ffw_norm)
     return True
+
+
+class GGRExperts(ctypes.Structure):
+    """ggr_experts of csrc/block_step.h: each stack as its expert 0."""
+
+    _fields_ = [("gate", native.GGRMatrix), ("up", native.GGRMatrix), ("down", native.GGRMatrix),
+                ("n_expert", ctypes.c_int64), ("act", ctypes.c_int32)]
+
+
+class ExpertsStep:
+    """The routed experts of one token bound once: `step(x, ids, weights)` -> (1, D) =
+    sum_j weights[j] * down_e(act(gate_e(x)) * up_e(x)), e = ids[j], summed in the order given
+    (as the Python decoder sums them). Raises QuantError for an expert id outside the stacks."""
+
+    def __init__(self, job: GGRExperts, keep: tuple, d: int):
+        self.job, self._keep, self.d = job, keep, d
+        self._fn, self._ref = native.load().ggr_experts_step, ctypes.byref(job)
+
+    def __call__(self, x: torch.Tensor, ids: list[int], weights: list[float]) -> torch.Tensor:
+        k, out = len(ids), torch.empty(1, self.d)
+        if self._fn(self._ref, x.data_ptr(), (ctypes.c_int32 * k)(*ids), (ctypes.c_float * k)(*weights), k,
+                    out.data_ptr(), threads()):
+            raise QuantError(f"native experts step rejected experts {ids} of {self.job.n_expert}")
+        return out
+
+
+def _stack_matrix(stack: ExpertStack) -> native.GGRMatrix | None:
+    """ggr_matrix of expert 0 of `stack` (its first N rows; see _matrix), or None."""
+    w = stack.weight
+    return _matrix(QTensor(w.data[:stack.expert_nbytes], w.qtype, (stack.out_features, stack.in_features)))
+
+
+def bind_experts(gate: ExpertStack | None, up: ExpertStack, down: ExpertStack, act: str) -> ExpertsStep | None:
+    """The bound experts step of a sparse FFN, or None where it cannot run (no gate stack, a
+    non-native kernel, the "block" backend not allowed)."""
+    if gate is None or act not in ("silu", "gelu") or not backend_enabled(BACKEND) or not backend_enabled("native"):
+        return None
+    mats = [_stack_matrix(s) for s in (gate, up, down)]
+    if None in mats or mats[0].flags != mats[1].flags or not gate.n_expert == up.n_expert == down.n_expert:
+        return None
+    job = GGRExperts(*mats, n_expert=gate.n_expert, act=native.ACT_CODES[act])
+    return ExpertsStep(job, (gate, up, down), down.out_features)

@@ -13,6 +13,7 @@
  *   h = post_ffw_norm(down(act(gate(n)) * up(n))), n = rms_norm(x, ffn_norm)
  *   x = x + h (* residual_scale)
  * Any norm pointer may be NULL (no such norm). x (d) is updated in place.
+ * The routed experts of a sparse FFN have their own call (experts_step, below).
  * Included by ggr.c after the gemv driver (gemv_multi) and the row ops.
  */
 #ifndef GGR_BLOCK_STEP_H
@@ -84,6 +85,43 @@ static int block_ffn(const ggr_block *b, float *x, float *h, float *f, int threa
     if (b->post_ffw_norm) norm_rows(h, 1, b->d, b->post_ffw_norm, b->eps);
     residual_add(x, h, b->d, b->residual_scale);
     return 0;
+}
+
+/* The routed experts of one token (a sparse FFN's decode step; the router runs in Python):
+ *   out = sum_j w_j * down_e(act(gate_e(x)) * up_e(x)),  e = ids[j], j = 0 .. k-1 in the order given
+ * summed as the Python decoder sums them (out = y_0 w_0, then out += y_j w_j). Each stack is
+ * given as its expert 0 (w: the stack's first byte, n: rows per expert); expert e's rows start
+ * e * n * row_bytes further on. */
+typedef struct {
+    ggr_matrix gate, up, down;
+    int64_t n_expert;
+    int32_t act;
+} ggr_experts;
+
+INLINE ggr_matrix expert_of(ggr_matrix m, int64_t e) {
+    m.w += e * m.n * m.row_bytes;
+    return m;
+}
+
+static int experts_step(const ggr_experts *s, const float *x, const int32_t *ids, const float *wts, int k,
+                        float *out, int threads) {
+    const int64_t d = s->down.n, f = s->up.n;
+    if (k < 1 || s->gate.n != f || s->act <= ACT_NONE || s->act > ACT_GELU_TANH) return -1;
+    for (int j = 0; j < k; j++)
+        if (ids[j] < 0 || ids[j] >= s->n_expert) return -1;
+    float *buf = malloc(sizeof(float) * (size_t)(f + d));
+    if (!buf) return -2;
+    float *h = buf, *y = buf + f;
+    int rc = 0;
+    for (int j = 0; j < k && !rc; j++) {
+        const ggr_matrix gate_up[2] = {expert_of(s->gate, ids[j]), expert_of(s->up, ids[j])};
+        const ggr_matrix down = expert_of(s->down, ids[j]);
+        rc = gemv_multi(gate_up, 2, x, 1, d, h, s->act, threads);
+        if (!rc) rc = gemv_multi(&down, 1, h, 1, f, y, ACT_NONE, threads);
+        for (int64_t i = 0; !rc && i < d; i++) out[i] = j ? out[i] + y[i] * wts[j] : y[i] * wts[j];
+    }
+    free(buf);
+    return rc;
 }
 
 /* Returns 0, -1 on bad sizes (as gemv_multi / attend_run), -2 without memory. */

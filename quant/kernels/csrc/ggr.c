@@ -27,7 +27,9 @@
  *   ggr_block_step(block, x, cos, sin, k_cache, v_cache, n_ctx, pos, threads)
  *       One transformer block's decode step for one token (block_step.h): attention, and the
  *       dense FFN when the block has one, with the same kernels as the calls above.
- *   ggr_kernel_ns() -> nanoseconds spent in ggr_gemv*, ggr_attend, ggr_block_step and
+ *   ggr_experts_step(experts, x, ids, weights, k, out, threads)
+ *       The k routed experts of one token, weighted and summed (block_step.h).
+ *   ggr_kernel_ns() -> nanoseconds spent in ggr_gemv*, ggr_attend, ggr_*_step and
  *       ggr_dequant so far (for profiles).
  *   ggr_dequant(type, src, n_blocks, dst, threads)
  *       dst (n_blocks * block_size float32) = the blocks' weights, bit-exact with gguf-py's
@@ -376,6 +378,14 @@ int ggr_block_step(const ggr_block *b, float *x, const float *c, const float *s,
                    float *v_cache, int64_t n_ctx, int64_t pos, int threads) {
     const int64_t t0 = now_ns();
     const int rc = block_step(b, x, c, s, k_cache, v_cache, n_ctx, pos, threads < 1 ? 1 : threads);
+    __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
+    return rc;
+}
+
+int ggr_experts_step(const ggr_experts *s, const float *x, const int32_t *ids, const float *wts, int k, float *out,
+                     int threads) {
+    const int64_t t0 = now_ns();
+    const int rc = experts_step(s, x, ids, wts, k, out, threads < 1 ? 1 : threads);
     __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
     return rc;
 }
