@@ -16,7 +16,7 @@ from .describe import runnable_problem
 from .errors import ModelInputError, UnsupportedError
 from .generate import Step, generate_tokens, prefill
 from .gguf_file import open_gguf
-from .kv_cache import KVCache
+from .kv_cache import KVCache, kv_dtype
 from .registry import detect
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
@@ -53,8 +53,10 @@ class Completion:
 class Model:
     """A loaded GGUF model. Create with `gguf_runtime.load`."""
 
-    def __init__(self, path, n_ctx: int | None = None, threads: int | None = None):
+    def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, kv_type: str = "f32"):
         t0 = time.perf_counter()
+        kv_dtype(kv_type)                                     # a bad name fails before the load
+        self.kv_type = kv_type
         if threads:
             torch.set_num_threads(threads)
             _set_kernel_threads(threads)
@@ -100,7 +102,7 @@ class Model:
     def _new_cache(self, n_ctx: int) -> KVCache:
         c = self.config
         heads = c.head_count_kv[:c.trunk_block_count]          # MTP blocks hold no cache
-        return KVCache(n_ctx, heads, c.key_length, c.value_length)
+        return KVCache(n_ctx, heads, c.key_length, c.value_length, self.kv_type)
 
     @torch.inference_mode()
     def logits(self, ids: list[int]) -> torch.Tensor:
@@ -246,7 +248,7 @@ def _set_kernel_threads(threads: int) -> None:
     set_num_threads(threads)
 
 
-def load(path=None, n_ctx: int | None = None, threads: int | None = None) -> Model:
+def load(path=None, n_ctx: int | None = None, threads: int | None = None, kv_type: str = "f32") -> Model:
     """Load a GGUF model for generation.
 
     Args:
@@ -254,7 +256,10 @@ def load(path=None, n_ctx: int | None = None, threads: int | None = None) -> Mod
             for the default model (Gemma 3 270M).
         n_ctx: context length to allocate (default: min(model's, 4096)).
         threads: CPU threads for the kernels (default: torch's setting).
+        kv_type: KV cache element type, "f32" (default) or "f16" (llama.cpp's default: half
+            the cache memory and the decode-time cache reads; see kv_cache.py).
     Returns:
-        a Model. Raises GGUFError subclasses for files it cannot run.
+        a Model. Raises GGUFError subclasses for files it cannot run, ModelInputError for a
+        bad n_ctx or kv_type.
     """
-    return Model(path, n_ctx=n_ctx, threads=threads)
+    return Model(path, n_ctx=n_ctx, threads=threads, kv_type=kv_type)

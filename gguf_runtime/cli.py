@@ -31,6 +31,8 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--ctx-size", type=int, default=None,
                    help="context length to allocate (default: min(model's, 4096))")
     p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
+                   help="KV cache element type (default f32; f16 halves the cache, as llama.cpp's default)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings at the end")
 
@@ -99,7 +101,7 @@ def _load(args: argparse.Namespace):
     t0 = time.perf_counter()
     if sys.stderr.isatty():
         print("loading model...", end="\r", file=sys.stderr, flush=True)
-    model = load(args.model, n_ctx=args.ctx_size, threads=args.threads)
+    model = load(args.model, n_ctx=args.ctx_size, threads=args.threads, kv_type=args.kv_type)
     if sys.stderr.isatty():
         print(" " * 20, end="\r", file=sys.stderr, flush=True)
     if args.verbose:

@@ -1,7 +1,12 @@
 """Preallocated key/value cache, passed into forward; layers hold no state.
 
-Per layer: k (Hkv, n_ctx, Dk) and v (Hkv, n_ctx, Dv), float32. Positions [0, length) are
-filled. Sliding-window layers read only the last `window` positions a query can see.
+Per layer: k (Hkv, n_ctx, Dk) and v (Hkv, n_ctx, Dv), float32 by default, or IEEE half
+("f16", llama.cpp's default type: half the memory and half the decode-time cache reads; keys
+and values rounded to nearest). float32 is our default because rounding the cache alone, without
+llama.cpp's other half-precision steps (the query and the softmax weights), moved Gemma 3's
+greedy continuations further from llama.cpp's (BENCHMARKS.md, section 4). Positions
+[0, length) are filled. Sliding-window layers read only the last `window` positions a query
+can see.
 """
 
 from __future__ import annotations
@@ -11,12 +16,22 @@ import torch
 from .errors import ModelInputError
 
 
+KV_TYPES = {"f16": torch.float16, "f32": torch.float32}
+
+
+def kv_dtype(kv_type: str) -> torch.dtype:
+    """The torch dtype of a cache type name; ModelInputError naming the supported ones."""
+    if kv_type not in KV_TYPES:
+        raise ModelInputError(f"unknown KV cache type {kv_type!r}; supported: {', '.join(KV_TYPES)}")
+    return KV_TYPES[kv_type]
+
+
 class KVCache:
     def __init__(self, n_ctx: int, n_kv_heads: tuple[int, ...], key_length: int,
-                 value_length: int):
-        self.n_ctx, self.length = n_ctx, 0
-        self.k = [torch.zeros(h, n_ctx, key_length) for h in n_kv_heads]    # (Hkv, n_ctx, Dk)
-        self.v = [torch.zeros(h, n_ctx, value_length) for h in n_kv_heads]  # (Hkv, n_ctx, Dv)
+                 value_length: int, kv_type: str = "f32"):
+        self.n_ctx, self.length, dtype = n_ctx, 0, kv_dtype(kv_type)
+        self.k = [torch.zeros(h, n_ctx, key_length, dtype=dtype) for h in n_kv_heads]    # (Hkv, n_ctx, Dk)
+        self.v = [torch.zeros(h, n_ctx, value_length, dtype=dtype) for h in n_kv_heads]  # (Hkv, n_ctx, Dv)
 
     @property
     def space(self) -> int:
@@ -29,7 +44,8 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, window: int = 0):
         """Store k, v (T, Hkv, D) at positions length..length+T-1 of `layer`; return the keys,
-        values (Hkv, S, D) and positions (S,) that the T new queries may attend to."""
+        values (Hkv, S, D) in the cache's dtype and positions (S,) that the T new queries may
+        attend to."""
         n_tok, start = k.shape[0], self.length
         end = start + n_tok
         self.k[layer][:, start:end] = k.transpose(0, 1)

@@ -118,14 +118,16 @@ def _yarn_ramp(n_rot: int, sc: RopeScaling, base: float) -> torch.Tensor:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               scale: float, cap: float = 0.0) -> torch.Tensor:
-    """Grouped-query attention. q (H, T, Dk), k (Hkv, S, Dk), v (Hkv, S, Dv), mask (T, S) bool
-    (True = may attend; None = every key). Returns (T, H * Dv). One unmasked query (decode)
-    takes the native kernel when it can run (quant.kernels.attention), else torch."""
+    """Grouped-query attention. q (H, T, Dk) float32, k (Hkv, S, Dk), v (Hkv, S, Dv) float32 or
+    float16 (a half cache: its values widened exactly), mask (T, S) bool (True = may attend;
+    None = every key). Returns (T, H * Dv). One unmasked query (decode) takes the native kernel
+    when it can run (quant.kernels.attention), else torch."""
     n_head, n_tok = q.shape[0], q.shape[1]
     if n_tok == 1 and mask is None:
         out = attend_one(q.reshape(n_head, -1), k, v, scale, cap)     # (H, Dv)
         if out is not None:
             return out.view(1, -1)
+    k, v = k.to(q.dtype), v.to(q.dtype)
     if cap:
         rep = n_head // k.shape[0]
         k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)

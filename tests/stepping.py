@@ -15,12 +15,12 @@ OP_BY_OP = "q8k,native,reference"        # every decode op from Python: no "bloc
 
 
 def decode_logits(path: Path, ids: list[int], n_prompt: int, kernels: str,
-                  monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, int]:
+                  monkeypatch: pytest.MonkeyPatch, kv_type: str = "f32") -> tuple[torch.Tensor, int]:
     """Prefill ids[:n_prompt], then feed the rest one token at a time with GGUF_RUNTIME_KERNELS
     = `kernels`: the decode steps' logits (len(ids) - n_prompt, V) and how many blocks took
     the one-call step."""
     monkeypatch.setenv("GGUF_RUNTIME_KERNELS", kernels)
-    model = gguf_runtime.load(path, n_ctx=len(ids) + 1)
+    model = gguf_runtime.load(path, n_ctx=len(ids) + 1, kv_type=kv_type)
     with torch.inference_mode():
         cache = model._new_cache(len(ids) + 1)
         prefill(model.transformer, ids[:n_prompt], cache)
@@ -30,11 +30,12 @@ def decode_logits(path: Path, ids: list[int], n_prompt: int, kernels: str,
 
 
 def assert_block_step_is_op_by_op(path: Path, ids: list[int], n_prompt: int, n_fused: int,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one-call step on `n_fused` blocks gives exactly the logits of the op-by-op decode."""
+                                  monkeypatch: pytest.MonkeyPatch, kv_type: str = "f32") -> None:
+    """The one-call step on `n_fused` blocks gives exactly the logits of the op-by-op decode
+    (with a `kv_type` cache: "f16" also checks the step's rounding of keys and values)."""
     if native.load() is None:
         pytest.skip("native kernels unavailable")
-    fused, n = decode_logits(path, ids, n_prompt, "", monkeypatch)
-    ops, none = decode_logits(path, ids, n_prompt, OP_BY_OP, monkeypatch)
+    fused, n = decode_logits(path, ids, n_prompt, "", monkeypatch, kv_type)
+    ops, none = decode_logits(path, ids, n_prompt, OP_BY_OP, monkeypatch, kv_type)
     assert (n, none) == (n_fused, 0)
     assert torch.equal(fused, ops), f"max difference {(fused - ops).abs().max().item():.3g}"

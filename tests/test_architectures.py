@@ -66,7 +66,8 @@ def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.mark.parametrize("name", list(CASES))
 def test_logits_match_transformers(converted, name, out_type):
     case = converted(name)
-    model = gguf_runtime.load(case.files[out_type], n_ctx=64)
+    # F32: weights and cache as transformers holds them; F16: llama.cpp's half cache as well
+    model = gguf_runtime.load(case.files[out_type], n_ctx=64, kv_type=out_type.lower())
     assert model.tokenizer is None and model.architecture == CASES[name].gguf_arch
     got = model.logits(IDS)
     assert got.shape == case.reference.shape
@@ -89,10 +90,12 @@ def test_prefill_decode_equals_full_forward(converted, name):
     assert len(steps) == SEQ_LEN - PROMPT_LEN
 
 
+@pytest.mark.parametrize("kv_type", ["f32", "f16"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_one_call_block_step_is_bit_identical(converted, name, monkeypatch):
+def test_one_call_block_step_is_bit_identical(converted, name, kv_type, monkeypatch):
     """F16 weights take the native decode kernels, so every block takes the one-call step
-    (norms, Q/K norms, biases, rope kinds, windows, soft-caps, GeGLU, granite's scales)."""
+    (norms, Q/K norms, biases, rope kinds, windows, soft-caps, GeGLU, granite's scales), with
+    either cache type."""
     path = converted(name).files["F16"]
     n_blocks = gguf_runtime.load(path, n_ctx=8).config.block_count
-    assert_block_step_is_op_by_op(path, IDS, PROMPT_LEN, n_blocks, monkeypatch)
+    assert_block_step_is_op_by_op(path, IDS, PROMPT_LEN, n_blocks, monkeypatch, kv_type)

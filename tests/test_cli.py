@@ -47,6 +47,16 @@ def test_run_prints_continuation():
     assert r.stdout.startswith("The capital of France is") and len(r.stdout) > 26
 
 
+@pytest.mark.realmodel
+def test_run_with_a_half_kv_cache_and_a_bad_cache_type():
+    r = run_cli("run", str(smollm2_path()), "-p", "The capital of France is", "-n", "4", "--kv-type", "f16")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("The capital of France is") and len(r.stdout) > 26
+    r = run_cli("run", str(smollm2_path()), "--kv-type", "q4_0")
+    assert r.returncode == 2 and "invalid choice: 'q4_0' (choose from 'f32', 'f16')" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_bad_flag_is_one_line_usage_error():
     r = run_cli("run", "--no-such-flag")
     assert r.returncode == 2

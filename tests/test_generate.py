@@ -180,14 +180,15 @@ def test_decode_profile_splits_a_step_into_kernels_and_the_rest(smol):
     assert prof.torch_ops and "outside them" in prof.format()
 
 
-@pytest.mark.parametrize("find", [smollm2_path, gemma3_path], ids=["smollm2", "gemma3"])
-def test_one_call_block_step_is_bit_identical_on_real_models(find, monkeypatch):
+@pytest.mark.parametrize("find, kv_type", [(smollm2_path, "f32"), (gemma3_path, "f32"), (gemma3_path, "f16")],
+                         ids=["smollm2", "gemma3", "gemma3-f16-cache"])
+def test_one_call_block_step_is_bit_identical_on_real_models(find, kv_type, monkeypatch):
     """Q4_1 (float rows) and Q4_K_M (integer rows on Q8_K x), sliding windows, Q/K norms:
     the decode logits of the one-call step equal the op-by-op decode's, bit for bit."""
     path = find()
     n_blocks = gguf_runtime.load(path, n_ctx=8).config.block_count
     ids = list(range(1000, 1024))
-    assert_block_step_is_op_by_op(path, ids, 12, n_blocks, monkeypatch)
+    assert_block_step_is_op_by_op(path, ids, 12, n_blocks, monkeypatch, kv_type)
 
 
 def test_block_step_outside_the_cache_is_an_error(smol):
@@ -200,3 +201,10 @@ def test_block_step_outside_the_cache_is_an_error(smol):
     cos, sin = block.rope.cos_sin(torch.tensor([0]))
     with pytest.raises(QuantError, match="position 4 of a cache of 4"):
         step(x, cos, sin, cache.k[0], cache.v[0], 4)
+    with pytest.raises(QuantError, match="torch.bfloat16 keys"):
+        step(x, cos, sin, cache.k[0].bfloat16(), cache.v[0].bfloat16(), 0)
+
+
+def test_unknown_kv_cache_type_lists_supported():
+    with pytest.raises(ModelInputError, match="unknown KV cache type 'q8_0'; supported: f16, f32"):
+        gguf_runtime.load(smollm2_path(), kv_type="q8_0")

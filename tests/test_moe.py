@@ -86,7 +86,7 @@ def _stacks(model):
 @pytest.mark.parametrize("name", list(CASES))
 def test_logits_match_transformers(built, name):
     b = built(name)
-    model = gguf_runtime.load(b.files["F32"], n_ctx=64)
+    model = gguf_runtime.load(b.files["F32"], n_ctx=64, kv_type="f32")   # all float32, as transformers
     assert model.tokenizer is None and model.architecture == b.case.arch
     dense = model.config.leading_dense_block_count
     assert [blk.moe is not None for blk in model.transformer.blk] == \

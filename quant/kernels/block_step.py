@@ -28,6 +28,7 @@ import torch
 from ..errors import QuantError
 from ..qtensor import QTensor
 from . import native
+from .attention import KV_TYPES
 from .registry import backend_enabled, path_for, register_backend, select, threads
 
 if TYPE_CHECKING:                               # qlinear imports this package
@@ -117,8 +118,9 @@ class BlockStep:
     """A block's decode step bound once: `step(x, cos, sin, k_cache, v_cache, pos)`.
 
     x (1, D) float32 is updated in place (x + attention, then + FFN when `has_ffn`); cos / sin
-    (1, n_rot/2) are this position's; k_cache / v_cache (Hkv, n_ctx, Dk / Dv) the layer's float32
-    cache, whose row `pos` is written. Raises QuantError if the native side rejects a size.
+    (1, n_rot/2) are this position's; k_cache / v_cache (Hkv, n_ctx, Dk / Dv) the layer's
+    contiguous float16 or float32 cache, whose row `pos` is written (rounded to nearest, as
+    torch's copy). Raises QuantError if the native side rejects a size or dtype.
     """
 
     def __init__(self, job: GGRBlock, keep: tuple, has_ffn: bool):
@@ -127,9 +129,11 @@ class BlockStep:
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                  v_cache: torch.Tensor, pos: int) -> None:
+        kv_type = KV_TYPES.get(k_cache.dtype, -1) if v_cache.dtype == k_cache.dtype else -1
         if self._fn(self._ref, x.data_ptr(), cos.data_ptr(), sin.data_ptr(), k_cache.data_ptr(),
-                    v_cache.data_ptr(), k_cache.shape[1], pos, threads()):
-            raise QuantError(f"native block step rejected position {pos} of a cache of {k_cache.shape[1]}")
+                    v_cache.data_ptr(), kv_type, k_cache.shape[1], pos, threads()):
+            raise QuantError(f"native block step rejected position {pos} of a cache of {k_cache.shape[1]} "
+                             f"({k_cache.dtype} keys, {v_cache.dtype} values; float16 or float32, both one)")
 
 
 def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:

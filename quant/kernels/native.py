@@ -139,7 +139,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "ggr_rms_norm": [ptr, i64, i64, i64, ptr, ctypes.c_float, ptr],
         "ggr_rope": [ptr, i64, i64, i64, ptr, ptr, i32, ptr],
         "ggr_dequant": [i32, ptr, i64, ptr, i32],
-        "ggr_block_step": [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i32],
+        "ggr_block_step": [ptr, ptr, ptr, ptr, ptr, ptr, i32, i64, i64, i32],
         "ggr_experts_step": [ptr, ptr, ptr, ptr, i32, ptr, i32],
     }
     for name, args in signatures.items():

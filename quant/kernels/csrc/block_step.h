@@ -5,7 +5,8 @@
  *   q | k | v = h @ [Wq; Wk; Wv].T (+ bias)            gemv_multi, as QLinearGroup
  *   q, k = qk_norm(q), qk_norm(k)                        whole projection (2) or per head (1)
  *   q, k = rope(q), rope(k)                              cos / sin of this position
- *   K[:, pos] = k, V[:, pos] = v                         the layer's float32 cache (Hkv, n_ctx, D)
+ *   K[:, pos] = k, V[:, pos] = v                         the layer's cache (Hkv, n_ctx, D), float32
+ *                                                        or IEEE half (kv_type 0 / 1, rounded to nearest)
  *   a = attend(q, K[:, lo:pos+1], V[:, lo:pos+1])        lo = pos - window + 1 with a window
  *   h = post_attn_norm(a @ Wo.T (+ bias))
  *   x = x + h (* residual_scale)
@@ -39,14 +40,29 @@ INLINE void add_bias(float *y, const float *b, int64_t n) {
         for (int64_t i = 0; i < n; i++) y[i] += b[i];
 }
 
+/* n floats into a cache row of type kv_type (0 float32, 1 IEEE half) at element `at` */
+INLINE void store_row(void *cache, int kv_type, int64_t at, const float *src, int64_t n) {
+    if (kv_type == 0) {
+        memcpy((float *)cache + at, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    uint16_t *dst = (uint16_t *)cache + at;
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
 /* rows of length `len` normed in place by w (the native rms_norm on (rows, len)) */
 INLINE void norm_rows(float *x, int64_t rows, int64_t len, const float *w, float eps) {
     for (int64_t r = 0; r < rows; r++) rms_norm_row(x + r * len, len, w, eps, x + r * len);
 }
 
-static int block_attention(const ggr_block *b, float *x, const float *c, const float *s, float *k_cache,
-                           float *v_cache, int64_t n_ctx, int64_t pos, float *h, float *qkv, float *att,
-                           int threads) {
+static int block_attention(const ggr_block *b, float *x, const float *c, const float *s, void *k_cache,
+                           void *v_cache, int kv_type, int64_t n_ctx, int64_t pos, float *h, float *qkv,
+                           float *att, int threads) {
     const int64_t nq = b->n_head * b->dk, nk = b->n_kv * b->dk, nv = b->n_kv * b->dv;
     rms_norm_row(x, b->d, b->attn_norm, b->eps, h);
     int rc = gemv_multi(b->qkv, b->n_qkv, h, 1, b->d, qkv, ACT_NONE, threads);
@@ -63,13 +79,13 @@ static int block_attention(const ggr_block *b, float *x, const float *c, const f
     for (int64_t r = 0; r < b->n_head; r++) rope_row(q + r * b->dk, b->dk, b->n_rot, c, s, b->neox, q + r * b->dk);
     for (int64_t r = 0; r < b->n_kv; r++) rope_row(k + r * b->dk, b->dk, b->n_rot, c, s, b->neox, k + r * b->dk);
     for (int64_t g = 0; g < b->n_kv; g++) {
-        memcpy(k_cache + (g * n_ctx + pos) * b->dk, k + g * b->dk, sizeof(float) * (size_t)b->dk);
-        memcpy(v_cache + (g * n_ctx + pos) * b->dv, v + g * b->dv, sizeof(float) * (size_t)b->dv);
+        store_row(k_cache, kv_type, (g * n_ctx + pos) * b->dk, k + g * b->dk, b->dk);
+        store_row(v_cache, kv_type, (g * n_ctx + pos) * b->dv, v + g * b->dv, b->dv);
     }
-    const int64_t lo = b->window > 0 && pos - b->window + 1 > 0 ? pos - b->window + 1 : 0;
-    const attend_job job = {q, (const uint8_t *)(k_cache + lo * b->dk), (const uint8_t *)(v_cache + lo * b->dv),
+    const int64_t lo = b->window > 0 && pos - b->window + 1 > 0 ? pos - b->window + 1 : 0, es = kv_type ? 2 : 4;
+    const attend_job job = {q, (const uint8_t *)k_cache + lo * b->dk * es, (const uint8_t *)v_cache + lo * b->dv * es,
                             b->n_head, b->n_kv, b->dk, b->dv, pos + 1 - lo,
-                            n_ctx * b->dk, b->dk, n_ctx * b->dv, b->dv, 0, b->attn_scale, b->attn_cap};
+                            n_ctx * b->dk, b->dk, n_ctx * b->dv, b->dv, kv_type, b->attn_scale, b->attn_cap};
     if ((rc = attend_run(&job, att, threads))) return rc;
     if ((rc = gemv_multi(&b->o, 1, att, 1, b->n_head * b->dv, h, ACT_NONE, threads))) return rc;
     add_bias(h, b->o_bias, b->d);
@@ -125,16 +141,16 @@ static int experts_step(const ggr_experts *s, const float *x, const int32_t *ids
 }
 
 /* Returns 0, -1 on bad sizes (as gemv_multi / attend_run), -2 without memory. */
-static int block_step(const ggr_block *b, float *x, const float *c, const float *s, float *k_cache,
-                      float *v_cache, int64_t n_ctx, int64_t pos, int threads) {
-    if (pos < 0 || pos >= n_ctx || b->n_qkv < 1 || b->n_qkv > 3 || b->act < ACT_NONE || b->act > ACT_GELU_TANH)
+static int block_step(const ggr_block *b, float *x, const float *c, const float *s, void *k_cache,
+                      void *v_cache, int kv_type, int64_t n_ctx, int64_t pos, int threads) {
+    if (pos < 0 || pos >= n_ctx || kv_type < 0 || kv_type > 1 || b->n_qkv < 1 || b->n_qkv > 3 || b->act < ACT_NONE || b->act > ACT_GELU_TANH)
         return -1;
     const int64_t n_qkv = (b->n_head + 2 * b->n_kv) * (b->dk > b->dv ? b->dk : b->dv);
     const int64_t n_h = b->d > b->n_ff ? b->d : b->n_ff;
     float *buf = malloc(sizeof(float) * (size_t)(2 * n_h + n_qkv + b->n_head * b->dv));
     if (!buf) return -2;
     float *h = buf, *f = buf + n_h, *qkv = f + n_h, *att = qkv + n_qkv;
-    int rc = block_attention(b, x, c, s, k_cache, v_cache, n_ctx, pos, h, qkv, att, threads);
+    int rc = block_attention(b, x, c, s, k_cache, v_cache, kv_type, n_ctx, pos, h, qkv, att, threads);
     if (!rc && b->act != ACT_NONE) rc = block_ffn(b, x, h, f, threads);
     free(buf);
     return rc;

@@ -41,6 +41,22 @@ INLINE float f16_to_f32(uint16_t h) {
 #endif
 }
 
+/* float -> IEEE half, rounded to nearest even (as torch's .half() and ggml's F16C path);
+ * overflow to inf, NaN kept (quiet). The fallback is FP16's fp16_ieee_from_fp32_value. */
+INLINE uint16_t f32_to_f16(float f) {
+#ifdef __F16C__
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#else
+    float base = (fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
+    const uint32_t w = f32_bits(f), shl1_w = w + w, sign = w & 0x80000000u;
+    uint32_t bias = shl1_w & 0xFF000000u;
+    if (bias < 0x71000000u) bias = 0x71000000u;
+    base = f32_from_bits((bias >> 1) + 0x07800000u) + base;
+    const uint32_t bits = f32_bits(base), nonsign = ((bits >> 13) & 0x7C00u) + (bits & 0x0FFFu);
+    return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+#endif
+}
+
 /* A little-endian f16 / u32 field at any byte address. */
 INLINE float ld_f16(const uint8_t *p) { return f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
 INLINE uint32_t ld_u32(const uint8_t *p) {
