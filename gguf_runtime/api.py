@@ -78,6 +78,7 @@ class Model:
         if self.n_ctx <= 0:
             raise ModelInputError(f"n_ctx must be positive, got {n_ctx}")
         self._cache: KVCache | None = None
+        self._last_completion = Completion("")
         self._cached_ids: list[int] = []
         self.timings = Timings(load_s=time.perf_counter() - t0)
 
@@ -183,6 +184,12 @@ class Model:
             return (p for p in pieces if isinstance(p, str))
         text = "".join(p for p in pieces if isinstance(p, str))
         return self._last_completion if details else text
+
+    @property
+    def last_completion(self) -> Completion:
+        """The text, token ids, log-probs and finish reason of the last generate / chat call
+        (filled as its stream is consumed)."""
+        return self._last_completion
 
     def _text_pieces(self, ids, max_tokens, params, stops) -> Iterator[str]:
         """Stream text; hold back any tail that could still become a stop string."""

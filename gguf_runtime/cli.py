@@ -76,9 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="requantize an F32/F16/BF16 GGUF (Q4_K_M, Q6_K, ...)")
     quantize_cmd.add_arguments(p)
 
-    for name, text in [("serve", "HTTP server")]:
-        p = sub.add_parser(name, help=f"{text} (not implemented yet)")
-        p.add_argument("args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)")
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("-c", "--ctx-size", type=int, default=None,
+                   help="context length to allocate (default: min(model's, 4096))")
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
 
 
@@ -162,6 +168,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    if not 0 <= args.port <= 65535:
+        raise GGUFError(f"--port must be in 0..65535, got {args.port}")
+    model = _load(args)
+    name = model.path.name
+
+    def ready(httpd) -> None:
+        host, port = httpd.server_address[:2]
+        print(f"serving {name} on http://{host}:{port}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
+
+    serve(model, name, args.host, args.port, args.verbose, ready)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -190,11 +212,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_implemented(args: argparse.Namespace) -> int:
-    raise GGUFError(f"'{args.command}' is not implemented yet; available: "
-                    f"{', '.join(sorted(COMMANDS))}")
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import convert as convert_cmd
     return convert_cmd.run(args) or 0
@@ -206,12 +223,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"inspect": cmd_inspect, "run": cmd_run, "chat": cmd_chat, "bench": cmd_bench,
-            "convert": cmd_convert, "quantize": cmd_quantize}
+            "convert": cmd_convert, "quantize": cmd_quantize, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = COMMANDS.get(args.command, cmd_not_implemented)
+    handler = COMMANDS[args.command]
     try:
         return handler(args)
     except GGUFError as e:
