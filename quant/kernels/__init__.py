@@ -3,7 +3,8 @@
 Kernels are chosen through one dispatch table (see .registry), keyed by (GGML type, path):
     path "decode"  (at most DECODE_MAX_ROWS x rows): native fused dequantize-and-dot (csrc/),
     path "prefill" (more rows): dequantize W in bounded tiles, one BLAS matmul per tile.
-Backends, best first: "q8k" (decode only: the native rows with x rounded to Q8_K and integer
+Backends, best first: "triton" (weights and x on a CUDA device only: Triton kernels for
+Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q5_K/Q6_K, see .triton_kernels), "q8k" (decode only: the native rows with x rounded to Q8_K and integer
 dot products for Q4_K / Q6_K, as llama.cpp; see .native), "native" (C + OpenMP, built on first
 use; see .native) and "reference" (pure torch, always available, the oracle; see .reference).
 GGUF_RUNTIME_KERNELS=native,reference keeps float x everywhere (A/B of the q8k rows).
@@ -24,7 +25,7 @@ import torch
 
 from ..errors import QuantError
 from ..qtensor import QTensor
-from . import block_step, native, reference  # noqa: F401  (importing registers their kernels)
+from . import block_step, native, reference, triton_kernels  # noqa: F401  (importing registers their kernels)
 from .registry import DECODE_MAX_ROWS, Kernel, allowed_backends, backend_available, path_for, select, set_threads
 
 __all__ = ["qmatmul", "set_num_threads", "available_backends", "kernel_for", "DECODE_MAX_ROWS"]

@@ -50,6 +50,7 @@ class Backend:
     priority: int                       # higher is preferred
     available: Callable[[], bool]       # called at most once (cached); must not raise
     cpu_only: bool = True
+    gpu_only: bool = False              # its kernels take device (not CPU) tensors only
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,10 @@ _GROUPS: dict[str, PrepareGroupFn] = {}  # backend -> its group kernel (decode p
 _ENABLED: dict[tuple[str, str], bool] = {}   # backend_enabled() cache
 
 
-def register_backend(name: str, priority: int, available: Callable[[], bool], cpu_only: bool = True) -> None:
+def register_backend(name: str, priority: int, available: Callable[[], bool], cpu_only: bool = True,
+                     gpu_only: bool = False) -> None:
     """Declare a backend; `available()` decides, once and lazily, whether its kernels may run."""
-    _BACKENDS[name] = Backend(name, priority, available, cpu_only)
+    _BACKENDS[name] = Backend(name, priority, available, cpu_only, gpu_only)
     _SELECTED.clear()
 
 
@@ -188,11 +190,16 @@ def select(qtype: T, path: str, backend: str | None = None, on_cpu: bool = True)
     return kernel
 
 
+def _runs_on(b: Backend, on_cpu: bool) -> bool:
+    """Whether backend b's kernels take CPU tensors (on_cpu) or device tensors (not on_cpu)."""
+    return not b.gpu_only if on_cpu else not b.cpu_only
+
+
 def _choose(qtype: T, path: str, backend: str | None, on_cpu: bool) -> Kernel:
     table = _KERNELS.get((qtype, path), {})
     names = (backend,) if backend else allowed_backends()
     for name in names:
-        if name in table and (on_cpu or not _BACKENDS[name].cpu_only) and backend_available(name):
+        if name in table and _runs_on(_BACKENDS[name], on_cpu) and backend_available(name):
             return table[name]
     raise QuantError(f"no {'/'.join(names)} kernel for {qtype.name} ({path}); "
                      f"registered: {', '.join(table) or 'none'}")
@@ -201,6 +208,13 @@ def _choose(qtype: T, path: str, backend: str | None, on_cpu: bool) -> Kernel:
 def registered() -> dict[tuple[T, str], tuple[str, ...]]:
     """(qtype, path) -> the backends registered for it."""
     return {key: tuple(kernels) for key, kernels in _KERNELS.items()}
+
+
+def declared_backend(name: str) -> Backend:
+    """The declaration of backend `name` (QuantError naming the declared ones if unknown)."""
+    if name not in _BACKENDS:
+        raise QuantError(f"kernel backend {name!r} is not declared; declared: {', '.join(_BACKENDS)}")
+    return _BACKENDS[name]
 
 
 def declared_backends() -> tuple[str, ...]:
