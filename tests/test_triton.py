@@ -87,3 +87,10 @@ def _has_triton() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_cpu_runs_do_not_import_triton():
+    """Importing triton costs about 80 MB and 0.2 s: only the GPU kernels' first call does."""
+    code = "import sys, gguf_runtime, quant.kernels; print('triton' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
