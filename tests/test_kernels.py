@@ -258,6 +258,40 @@ def test_no_or_failing_compiler_falls_back_with_one_warning(cc, tmp_path):
     assert proc.stdout.split("\n")[0] == "('reference',) (1, 4) 1"
 
 
+FALLBACK_BUILD_SCRIPT = """
+import warnings, torch
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    from quant.kernels import available_backends, qmatmul, set_num_threads
+    from quant.kernels.reference import matmul_tiles
+    from quant import quantize_tensor
+    from gguf import GGMLQuantizationType as T
+    set_num_threads(2)
+    w = quantize_tensor(torch.randn(40, 512), T.Q4_K)
+    x = torch.randn(3, 512)
+    y = qmatmul(x, w, backend="native")
+    ref = torch.empty(3, 40)
+    matmul_tiles(x, w, ref)
+print("native" in available_backends(), bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-4)),
+      [str(c.message).split(" (")[0] for c in caught if "built without" in str(c.message)])
+"""
+
+
+def test_a_compiler_without_openmp_still_builds_the_kernels(tmp_path):
+    """Apple's clang has no -fopenmp: the library is built without it (one thread), with a warning."""
+    native_or_skip()
+    cc = tmp_path / "cc-no-openmp"
+    cc.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && {{ echo "unsupported option -fopenmp" >&2; exit 1; }}; done\n'
+                  f'exec {native._compiler()} "$@"\n')
+    cc.chmod(0o755)
+    env = dict(os.environ, CC=str(cc), GGUF_RUNTIME_CACHE=str(tmp_path / "cache"))
+    env.pop("GGUF_RUNTIME_KERNELS", None)
+    proc = subprocess.run([sys.executable, "-c", FALLBACK_BUILD_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True True ['gguf-runtime native kernels built without OpenMP: the kernels run on one thread']"
+
+
 def test_native_library_is_cached_by_source_and_machine(tmp_path, monkeypatch):
     native_or_skip()
     cc = native._compiler()

@@ -3,7 +3,9 @@
 Build: `cc -O3 -march=native -fopenmp -shared -fPIC -ffp-contract=off -std=gnu11` (about 2 s,
 no torch headers) into $GGUF_RUNTIME_CACHE or ~/.cache/gguf-runtime/, the file name keyed by a
 hash of the source, the compiler, the flags and the CPU, so a shared home directory never loads
-a library built for another machine. -ffp-contract=off keeps the dequantizers bit-exact with
+a library built for another machine. A compiler that refuses -fopenmp (Apple's clang) or
+-march=native gets the flags without them (FALLBACK_DROPS, in order), with one warning: the
+kernels then run on one thread, or without the AVX2 rows, instead of not at all. -ffp-contract=off keeps the dequantizers bit-exact with
 gguf-py (no fused multiply-adds where the reference rounds twice); the dot products use
 explicit FMAs. The library binds to the OpenMP runtime torch already loaded (same soname),
 so both share one thread pool.
@@ -50,6 +52,9 @@ from .registry import register, register_backend, register_group, threads
 SOURCE_DIR = Path(__file__).with_name("csrc")
 SOURCE = SOURCE_DIR / "ggr.c"                 # includes the headers beside it
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-std=gnu11")
+# flag sets tried after CFLAGS fails: (flags dropped, what the warning says is lost)
+FALLBACK_DROPS = ((("-fopenmp",), "OpenMP: the kernels run on one thread"),
+                  (("-fopenmp", "-march=native"), "OpenMP and -march=native: one thread, no AVX2 rows"))
 ABI_VERSION = 3
 ENV_CACHE = "GGUF_RUNTIME_CACHE"
 
@@ -100,14 +105,26 @@ def library_path(cc: str) -> Path:
 
 
 def _build(cc: str, target: Path) -> None:
-    """Compile to a temporary file beside `target`, then rename (atomic for concurrent builders)."""
+    """Compile to a temporary file beside `target`, then rename (atomic for concurrent builders):
+    with CFLAGS, else with the first FALLBACK_DROPS set the compiler accepts (one warning)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
-        if proc.returncode:
-            raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-800:]}")
+        attempts = [(CFLAGS, None)] + [(tuple(f for f in CFLAGS if f not in drop), lost)
+                                       for drop, lost in FALLBACK_DROPS]
+        for flags, lost in attempts:
+            proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                break
+            if lost is None:
+                first_error = proc.stderr.strip()[-800:]
+        else:
+            raise RuntimeError(f"{cc} failed: {first_error}")
+        if lost is not None:
+            warnings.warn(f"gguf-runtime native kernels built without {lost} ({cc} refused the full "
+                          f"flags: {first_error.splitlines()[-1] if first_error else 'no message'})",
+                          RuntimeWarning, stacklevel=4)
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     finally:
