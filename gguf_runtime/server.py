@@ -127,10 +127,10 @@ class Server:
         except BaseException:
             self.lock.release()
             raise
-        return self._chunks(head, chat, first, pieces)
+        return Stream(self._chunks(head, chat, first, pieces), pieces, self.lock)
 
     def _chunks(self, head: dict, chat: bool, first, pieces):
-        """The stream's events (the lock is held until the last one)."""
+        """The stream's events."""
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(text, finish=None, role=False):
@@ -139,23 +139,38 @@ class Server:
                 return head | {"object": kind, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             return head | {"object": kind, "choices": [{"index": 0, "text": text, "finish_reason": finish,
                                                         "logprobs": None}]}
-        try:
-            if chat:
-                yield chunk("", role=True)
-            if first is not None:
-                yield chunk(first)
-                for piece in pieces:
-                    yield chunk(piece)
-            done = self.model.last_completion
-            yield chunk("", FINISH.get(done.finish_reason, "stop")) | {"usage": self._usage(done)}
-        finally:
-            pieces.close()                            # a client that left stops the generation
-            self.lock.release()
+        if chat:
+            yield chunk("", role=True)
+        if first is not None:
+            yield chunk(first)
+            for piece in pieces:
+                yield chunk(piece)
+        done = self.model.last_completion
+        yield chunk("", FINISH.get(done.finish_reason, "stop")) | {"usage": self._usage(done)}
 
     def _usage(self, done) -> dict:
         prompt = self.model.timings.prompt_tokens
         return {"prompt_tokens": prompt, "completion_tokens": len(done.tokens),
                 "total_tokens": prompt + len(done.tokens)}
+
+
+class Stream:
+    """A reply's events, holding the server's lock from before the first one until `close()`
+    (which the handler always calls, even when the client left before the stream started):
+    closing stops the generation and releases the lock, once."""
+
+    def __init__(self, events, pieces, lock: threading.Lock):
+        self._events, self._pieces, self._lock = events, pieces, lock
+
+    def __iter__(self):
+        return self._events
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._events.close()
+            self._pieces.close()                  # the model's generator: its cache bookkeeping
+            self._lock, lock = None, self._lock
+            lock.release()
 
 
 def _json_body(body: bytes) -> dict:
@@ -203,14 +218,14 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _events(self, chunks) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
+        def _events(self, chunks: Stream) -> None:
             try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
                 try:
                     for c in chunks:
                         self._event(c)

@@ -366,3 +366,14 @@ def test_bandwidth_floor_counts_routed_share_of_expert_stacks(built):
                 if "_exps." not in n and n != "token_embd.weight")
     assert "output.weight" in gf.tensors and 0 < used < count
     assert active_weight_bytes(gf) == pytest.approx(dense + experts * used / count, abs=64)
+
+
+def test_experts_step_rejects_an_expert_outside_the_stack(built):
+    model = gguf_runtime.load(built("qwen3moe").files["Q4_K_M"], n_ctx=8)
+    moe = next(b.moe for b in model.transformer.blk if b.moe is not None)
+    step = moe._experts_step()
+    if step is None:
+        pytest.skip("native kernels unavailable")
+    n = model.config.expert_count
+    with pytest.raises(QuantError, match=rf"rejected experts \[0, {n}\] of {n}"):
+        step(torch.zeros(1, model.config.embedding_length), [0, n], [0.5, 0.5])

@@ -132,6 +132,19 @@ def test_bad_bodies_and_methods(server):
     assert request(url + "/health")[0] == 200             # and the server still answers
 
 
+def test_a_client_leaving_mid_stream_frees_the_model(server):
+    """The stream stops and releases the model: the next request is answered."""
+    _, url, _ = server
+    conn = http.client.HTTPConnection(url.split("//")[1], timeout=30)
+    conn.request("POST", "/v1/completions", json.dumps({"prompt": "Once upon a time", "max_tokens": 100,
+                                                         "temperature": 0, "stream": True}))
+    r = conn.getresponse()
+    assert r.status == 200 and r.read(64).startswith(b"data: {")
+    conn.close()                                            # leave after the first bytes
+    status, doc = request(url + "/v1/completions", {"prompt": "Hello", "max_tokens": 2, "temperature": 0})
+    assert status == 200 and doc["usage"]["completion_tokens"] == 2
+
+
 def test_a_taken_port_is_a_clear_error(server):
     model, _, httpd = server
     port = httpd.server_address[1]

@@ -162,13 +162,12 @@ def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
     for j, m in enumerate(qkv):
         job.qkv[j] = m
     job.o = o
-    ffn = _bind_ffn(job, w, s)
-    return BlockStep(job, (w, qkv_bias), ffn)
+    return BlockStep(job, (w, qkv_bias), _bind_ffn(job, w))
 
 
-def _bind_ffn(job: GGRBlock, w: BlockWeights, s: BlockShape) -> bool:
+def _bind_ffn(job: GGRBlock, w: BlockWeights) -> bool:
     """Fill the FFN half of `job` when the block's FFN is a bias-free gated pair + down."""
-    if w.gate_up is None or w.down is None or w.act not in native.ACT_CODES or w.act is None:
+    if w.gate_up is None or w.down is None or w.act not in ("silu", "gelu"):
         return False
     gate_up = [_matrix(l.weight) for l in w.gate_up.linears]
     down = _matrix(w.down.weight)
