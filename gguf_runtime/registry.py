@@ -20,7 +20,10 @@ class ArchSpec:
     rope_style: str = "norm"          # "norm" (llama: interleaved pairs) | "neox" (halves)
     activation: str = "silu"          # gated FFN: silu (SwiGLU) | gelu (GeGLU, tanh approx)
     embed_scale_sqrt: bool = False    # gemma family: x = embd(tok) * sqrt(n_embd)
-    swa_pattern: int = 0              # llama.cpp's default sliding-window period
+    # llama.cpp's default sliding-window period. 0: the family's graph has no sliding window and
+    # runs full attention whatever `{arch}.attention.sliding_window` says (llama.cpp reads the
+    # key for phi3 only to disable it: "Phi SWA is currently disabled", its PR 13676); so do we.
+    swa_pattern: int = 0
     moe: bool = False                 # may have sparse (expert) FFN layers
     # llama.cpp hard-codes these per family in build_moe_ffn's call, ignoring the file's keys;
     # None / "file": read `{arch}.expert_weights_norm` / `{arch}.expert_gating_func` (deepseek2).

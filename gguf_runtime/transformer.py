@@ -14,6 +14,7 @@ Legend: T new tokens, D model width, H/Hkv query/kv heads, Dk/Dv head dims, V vo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -75,6 +76,9 @@ class Transformer:
         self.output_norm = self._vector("output_norm.weight")
         self._freq_factors = self._vector("rope_freqs.weight")
         self._ropes: dict[tuple, Rope] = {}
+        if spec.swa_pattern == 0 and config.sliding_window > 0:
+            warnings.warn(f"{gf.path}: {spec.name}'s sliding window ({config.sliding_window}) is not "
+                          f"applied: full attention, as llama.cpp runs this family", RuntimeWarning, stacklevel=3)
         # llama.cpp's trunk graph: the trailing MTP (nextn) blocks are not run.
         self.blk = [self._block(i) for i in range(config.trunk_block_count)]
         c = config
@@ -115,7 +119,7 @@ class Transformer:
                 or (b.moe is None and (b.ffn_up is None or b.ffn_down is None)):
             raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors")
         self._group_linears(b)
-        swa = bool(c.swa_layers[i]) if c.swa_layers else False
+        swa = bool(c.swa_layers[i]) if c.swa_layers and self.spec.swa_pattern > 0 else False
         b.window = c.sliding_window if swa else 0
         swa_rope = swa and self.spec.swa_pattern > 0
         b.rope = self._shared_rope(RopeParams(

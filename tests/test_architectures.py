@@ -99,3 +99,18 @@ def test_one_call_block_step_is_bit_identical(converted, name, kv_type, monkeypa
     path = converted(name).files["F16"]
     n_blocks = gguf_runtime.load(path, n_ctx=8).config.block_count
     assert_block_step_is_op_by_op(path, IDS, PROMPT_LEN, n_blocks, monkeypatch, kv_type)
+
+
+def test_phi3_sliding_window_is_not_applied_as_in_llama_cpp(converted, tmp_path):
+    """llama.cpp runs phi3 with full attention whatever phi3.attention.sliding_window says:
+    a file with a window of 4 gives the windowless model's logits, with a warning."""
+    import dataclasses
+
+    case = dataclasses.replace(CASES["phi3"], config={**CASES["phi3"].config, "sliding_window": 4})
+    src = case.save(case.build(), tmp_path / "hf")
+    path = convert(src, tmp_path / "phi3-swa.gguf", "F32", progress=False)
+    with pytest.warns(RuntimeWarning, match=r"sliding window \(4\) is not applied"):
+        model = gguf_runtime.load(path, n_ctx=64, kv_type="f32")
+    assert model.config.sliding_window == 4
+    err = relative_error(model.logits(IDS), converted("phi3").reference)     # the windowless model
+    assert err < TOLERANCE["F32"], f"relative error {err:.2e}"
