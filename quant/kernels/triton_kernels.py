@@ -15,6 +15,7 @@ checks them there against quant's reference; no GPU has run them yet (see BENCHM
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 from gguf import GGMLQuantizationType as T
@@ -28,8 +29,13 @@ FORMATS = {T.Q4_0: (32, 18), T.Q4_1: (32, 20), T.Q5_0: (32, 22), T.Q8_0: (32, 34
 BLOCK_N = 16                                        # W rows per program
 
 
+# Triton's interpreter (TRITON_INTERPRET=1, set before this import) runs the kernels on CPU
+# tensors: then the backend takes CPU tensors, so a whole model can run through it in tests.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _available() -> bool:
-    return importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
+    return importlib.util.find_spec("triton") is not None and (torch.cuda.is_available() or INTERPRETED)
 
 
 def _jit():
@@ -37,7 +43,7 @@ def _jit():
     return triton_jit
 
 
-register_backend(BACKEND, priority=30, available=_available, cpu_only=False, gpu_only=True)
+register_backend(BACKEND, priority=30, available=_available, cpu_only=False, gpu_only=not INTERPRETED)
 
 
 def _geometry(w: QTensor) -> tuple[int, int, int, int]:
