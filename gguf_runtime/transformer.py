@@ -119,14 +119,14 @@ class Transformer:
                 or (b.moe is None and (b.ffn_up is None or b.ffn_down is None)):
             raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors")
         self._group_linears(b)
+        # only families whose llama.cpp graph has a sliding window apply the file's (see ArchSpec)
         swa = bool(c.swa_layers[i]) if c.swa_layers and self.spec.swa_pattern > 0 else False
         b.window = c.sliding_window if swa else 0
-        swa_rope = swa and self.spec.swa_pattern > 0
         b.rope = self._shared_rope(RopeParams(
             n_rot=c.rope_dimension_count,
-            base=c.rope_freq_base_swa if swa_rope else c.rope_freq_base,
+            base=c.rope_freq_base_swa if swa else c.rope_freq_base,
             style=self.spec.rope_style,
-            scaling=self._rope_scaling(b, swa_rope),
+            scaling=self._rope_scaling(b, swa),
             freq_factors=self._freq_factors))
         return b
 
