@@ -203,6 +203,10 @@ def test_block_step_outside_the_cache_is_an_error(smol):
         step(x, cos, sin, cache.k[0], cache.v[0], 4)
     with pytest.raises(QuantError, match="torch.bfloat16 keys"):
         step(x, cos, sin, cache.k[0].bfloat16(), cache.v[0].bfloat16(), 0)
+    with pytest.raises(QuantError, match="do not fit a block of width 576"):   # another model's cache
+        step(x, cos, sin, cache.k[0][:1], cache.v[0][:1], 0)
+    with pytest.raises(QuantError, match="do not fit"):
+        step(x[:, :100], cos, sin, cache.k[0], cache.v[0], 0)
 
 
 def test_unknown_kv_cache_type_lists_supported():

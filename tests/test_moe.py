@@ -377,3 +377,5 @@ def test_experts_step_rejects_an_expert_outside_the_stack(built):
     n = model.config.expert_count
     with pytest.raises(QuantError, match=rf"rejected experts \[0, {n}\] of {n}"):
         step(torch.zeros(1, model.config.embedding_length), [0, n], [0.5, 0.5])
+    with pytest.raises(QuantError, match="one contiguous float32 row"):
+        step(torch.zeros(1, 7), [0, 1], [0.5, 0.5])

@@ -129,6 +129,13 @@ class BlockStep:
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                  v_cache: torch.Tensor, pos: int) -> None:
+        j, n_ctx = self.job, k_cache.shape[1]
+        if (k_cache.shape != (j.n_kv, n_ctx, j.dk) or v_cache.shape != (j.n_kv, n_ctx, j.dv)
+                or x.numel() != j.d or x.dtype != torch.float32 or cos.numel() != j.n_rot // 2
+                or not (x.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous())):
+            raise QuantError(f"block step: x {tuple(x.shape)} {x.dtype}, cache {tuple(k_cache.shape)} / "
+                             f"{tuple(v_cache.shape)} do not fit a block of width {j.d} with {j.n_kv} "
+                             f"kv heads of {j.dk} / {j.dv} (contiguous float32 x and cache rows needed)")
         kv_type = KV_TYPES.get(k_cache.dtype, -1) if v_cache.dtype == k_cache.dtype else -1
         if self._fn(self._ref, x.data_ptr(), cos.data_ptr(), sin.data_ptr(), k_cache.data_ptr(),
                     v_cache.data_ptr(), kv_type, k_cache.shape[1], pos, threads()):
@@ -199,6 +206,9 @@ class ExpertsStep:
 
     def __call__(self, x: torch.Tensor, ids: list[int], weights: list[float]) -> torch.Tensor:
         k, out = len(ids), torch.empty(1, self.d)
+        if x.numel() != self.d or x.dtype != torch.float32 or not x.is_contiguous() or len(weights) != k:
+            raise QuantError(f"experts step: x {tuple(x.shape)} {x.dtype} with {k} ids and {len(weights)} "
+                             f"weights; it takes one contiguous float32 row of {self.d} and a weight per id")
         if self._fn(self._ref, x.data_ptr(), (ctypes.c_int32 * k)(*ids), (ctypes.c_float * k)(*weights), k,
                     out.data_ptr(), threads()):
             raise QuantError(f"native experts step rejected experts {ids} of {self.job.n_expert}")
