@@ -55,11 +55,6 @@ INLINE void store_row(void *cache, int kv_type, int64_t at, const float *src, in
     for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
 }
 
-/* rows of length `len` normed in place by w (the native rms_norm on (rows, len)) */
-INLINE void norm_rows(float *x, int64_t rows, int64_t len, const float *w, float eps) {
-    for (int64_t r = 0; r < rows; r++) rms_norm_row(x + r * len, len, w, eps, x + r * len);
-}
-
 static int block_attention(const ggr_block *b, float *x, const float *c, const float *s, void *k_cache,
                            void *v_cache, int kv_type, int64_t n_ctx, int64_t pos, float *h, float *qkv,
                            float *att, int threads) {
@@ -70,14 +65,14 @@ static int block_attention(const ggr_block *b, float *x, const float *c, const f
     add_bias(qkv, b->qkv_bias, nq + nk + nv);
     float *q = qkv, *k = qkv + nq, *v = k + nk;
     if (b->qk_norm == 2) {
-        norm_rows(q, 1, nq, b->q_norm, b->eps);
-        norm_rows(k, 1, nk, b->k_norm, b->eps);
+        rms_norm_rows(q, 1, nq, nq, b->q_norm, b->eps, q);
+        rms_norm_rows(k, 1, nk, nk, b->k_norm, b->eps, k);
     } else if (b->qk_norm == 1) {
-        norm_rows(q, b->n_head, b->dk, b->q_norm, b->eps);
-        norm_rows(k, b->n_kv, b->dk, b->k_norm, b->eps);
+        rms_norm_rows(q, b->n_head, b->dk, b->dk, b->q_norm, b->eps, q);
+        rms_norm_rows(k, b->n_kv, b->dk, b->dk, b->k_norm, b->eps, k);
     }
-    for (int64_t r = 0; r < b->n_head; r++) rope_row(q + r * b->dk, b->dk, b->n_rot, c, s, b->neox, q + r * b->dk);
-    for (int64_t r = 0; r < b->n_kv; r++) rope_row(k + r * b->dk, b->dk, b->n_rot, c, s, b->neox, k + r * b->dk);
+    rope_rows(q, b->n_head, b->dk, b->n_rot, c, s, b->neox, q);
+    rope_rows(k, b->n_kv, b->dk, b->n_rot, c, s, b->neox, k);
     for (int64_t g = 0; g < b->n_kv; g++) {
         store_row(k_cache, kv_type, (g * n_ctx + pos) * b->dk, k + g * b->dk, b->dk);
         store_row(v_cache, kv_type, (g * n_ctx + pos) * b->dv, v + g * b->dv, b->dv);
@@ -89,7 +84,7 @@ static int block_attention(const ggr_block *b, float *x, const float *c, const f
     if ((rc = attend_run(&job, att, threads))) return rc;
     if ((rc = gemv_multi(&b->o, 1, att, 1, b->n_head * b->dv, h, ACT_NONE, threads))) return rc;
     add_bias(h, b->o_bias, b->d);
-    if (b->post_attn_norm) norm_rows(h, 1, b->d, b->post_attn_norm, b->eps);
+    if (b->post_attn_norm) rms_norm_rows(h, 1, b->d, b->d, b->post_attn_norm, b->eps, h);
     residual_add(x, h, b->d, b->residual_scale);
     return 0;
 }
@@ -98,7 +93,7 @@ static int block_ffn(const ggr_block *b, float *x, float *h, float *f, int threa
     rms_norm_row(x, b->d, b->ffn_norm, b->eps, h);
     int rc = gemv_multi(b->gate_up, 2, h, 1, b->d, f, b->act, threads);
     if (rc || (rc = gemv_multi(&b->down, 1, f, 1, b->n_ff, h, ACT_NONE, threads))) return rc;
-    if (b->post_ffw_norm) norm_rows(h, 1, b->d, b->post_ffw_norm, b->eps);
+    if (b->post_ffw_norm) rms_norm_rows(h, 1, b->d, b->d, b->post_ffw_norm, b->eps, h);
     residual_add(x, h, b->d, b->residual_scale);
     return 0;
 }

@@ -392,14 +392,14 @@ int ggr_experts_step(const ggr_experts *s, const float *x, const int32_t *ids, c
 
 int ggr_rms_norm(const float *x, int64_t rows, int64_t d, int64_t ldx, const float *w, float eps, float *y) {
     if (rows < 0 || d < 1 || ldx < d) return -1;
-    for (int64_t r = 0; r < rows; r++) rms_norm_row(x + r * ldx, d, w, eps, y + r * d);
+    rms_norm_rows(x, rows, d, ldx, w, eps, y);
     return 0;
 }
 
 int ggr_rope(const float *x, int64_t rows, int64_t d, int64_t n_rot, const float *c, const float *s, int neox,
              float *y) {
     if (rows < 0 || n_rot < 0 || n_rot % 2 || n_rot > d) return -1;
-    for (int64_t r = 0; r < rows; r++) rope_row(x + r * d, d, n_rot, c, s, neox, y + r * d);
+    rope_rows(x, rows, d, n_rot, c, s, neox, y);
     return 0;
 }
 

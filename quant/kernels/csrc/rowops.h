@@ -40,4 +40,14 @@ INLINE void rope_row(const float *x, int64_t d, int64_t n_rot, const float *c, c
     for (int64_t i = n_rot; i < d; i++) y[i] = x[i];
 }
 
+/* `rows` rows of d floats (at x + r * ldx; y contiguous, may be x when ldx == d): RMSNorm / RoPE */
+INLINE void rms_norm_rows(const float *x, int64_t rows, int64_t d, int64_t ldx, const float *w, float eps, float *y) {
+    for (int64_t r = 0; r < rows; r++) rms_norm_row(x + r * ldx, d, w, eps, y + r * d);
+}
+
+INLINE void rope_rows(const float *x, int64_t rows, int64_t d, int64_t n_rot, const float *c, const float *s, int neox,
+                      float *y) {
+    for (int64_t r = 0; r < rows; r++) rope_row(x + r * d, d, n_rot, c, s, neox, y + r * d);
+}
+
 #endif
