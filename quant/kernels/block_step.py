@@ -36,6 +36,7 @@ if TYPE_CHECKING:                               # qlinear imports this package
 
 BACKEND = "block"
 QK_NORM_MODES = {None: 0, "head": 1, "whole": 2}
+GATED = tuple(a for a in native.ACT_CODES if a)      # the activations the native glu fuses
 
 register_backend(BACKEND, priority=5, available=lambda: native.load() is not None)
 
@@ -97,8 +98,12 @@ def _matrix(w: QTensor) -> native.GGRMatrix | None:
         return None
     if backend not in ("native", native.Q8K_BACKEND):
         return None
-    flags = native.FLAG_Q8K if backend == native.Q8K_BACKEND else 0
-    return native.GGRMatrix(int(w.qtype), flags, w.data.data_ptr(), w.row_nbytes, w.shape[0])
+    return native.matrix(w, native.FLAG_Q8K if backend == native.Q8K_BACKEND else 0)
+
+
+def _enabled() -> bool:
+    """The one-call steps may run: backend "block" and the native kernels both allowed here."""
+    return backend_enabled(BACKEND) and backend_enabled("native")
 
 
 def _linears(l: QLinear | QLinearGroup) -> tuple[QLinear, ...]:
@@ -145,7 +150,7 @@ class BlockStep:
 
 def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
     """The bound step of one block, or None where it cannot run (see the module docstring)."""
-    if not backend_enabled(BACKEND) or not backend_enabled("native"):
+    if not _enabled():
         return None
     qkv = [_matrix(l.weight) for l in _linears(w.qkv)]
     o = _matrix(w.attn_output.weight)
@@ -174,7 +179,7 @@ def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
 
 def _bind_ffn(job: GGRBlock, w: BlockWeights) -> bool:
     """Fill the FFN half of `job` when the block's FFN is a bias-free gated pair + down."""
-    if w.gate_up is None or w.down is None or w.act not in ("silu", "gelu"):
+    if w.gate_up is None or w.down is None or w.act not in GATED:
         return False
     gate_up = [_matrix(l.weight) for l in w.gate_up.linears]
     down = _matrix(w.down.weight)
@@ -224,7 +229,7 @@ def _stack_matrix(stack: ExpertStack) -> native.GGRMatrix | None:
 def bind_experts(gate: ExpertStack | None, up: ExpertStack, down: ExpertStack, act: str) -> ExpertsStep | None:
     """The bound experts step of a sparse FFN, or None where it cannot run (no gate stack, a
     non-native kernel, the "block" backend not allowed)."""
-    if gate is None or act not in ("silu", "gelu") or not backend_enabled(BACKEND) or not backend_enabled("native"):
+    if gate is None or act not in GATED or not _enabled():
         return None
     mats = [_stack_matrix(s) for s in (gate, up, down)]
     if None in mats or mats[0].flags != mats[1].flags or not gate.n_expert == up.n_expert == down.n_expert:

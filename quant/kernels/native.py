@@ -5,9 +5,9 @@ no torch headers) into $GGUF_RUNTIME_CACHE or ~/.cache/gguf-runtime/, the file n
 hash of the source, the compiler, the flags and the CPU, so a shared home directory never loads
 a library built for another machine. A compiler that refuses -fopenmp (Apple's clang) or
 -march=native gets the flags without them (FALLBACK_DROPS, in order), with one warning: the
-kernels then run on one thread, or without the AVX2 rows, instead of not at all. -ffp-contract=off keeps the dequantizers bit-exact with
-gguf-py (no fused multiply-adds where the reference rounds twice); the dot products use
-explicit FMAs. The library binds to the OpenMP runtime torch already loaded (same soname),
+kernels then run on one thread, or without the AVX2 rows, instead of not at all.
+-ffp-contract=off keeps the dequantizers bit-exact with gguf-py (no fused multiply-adds where
+the reference rounds twice); the dot products use explicit FMAs. The library binds to the OpenMP runtime torch already loaded (same soname),
 so both share one thread pool.
 
 Any failure (no compiler, a compile error, a load error, a size mismatch) disables the native
@@ -137,6 +137,11 @@ class GGRMatrix(ctypes.Structure):
 
     _fields_ = [("type", ctypes.c_int32), ("flags", ctypes.c_int32), ("w", ctypes.c_void_p),
                 ("row_bytes", ctypes.c_int64), ("n", ctypes.c_int64)]
+
+
+def matrix(w: QTensor, flags: int = 0) -> GGRMatrix:
+    """W (N, K) as a ggr_matrix (pointer to its blocks; W must outlive it)."""
+    return GGRMatrix(int(w.qtype), flags, w.data.data_ptr(), w.row_nbytes, w.shape[0])
 
 
 ACT_CODES = {None: 0, "silu": 1, "gelu": 2}     # ggr_gemv_multi's act argument
@@ -288,8 +293,7 @@ def bind_group(weights: tuple[QTensor, ...], flags: int = 0):
     k = weights[0].shape[1]
     if len(weights) > MAX_MATRICES or any(w.shape[1] != k for w in weights):
         raise QuantError(f"a native group takes up to {MAX_MATRICES} weights of one K, got {weights!r}")
-    mats = (GGRMatrix * len(weights))(*[GGRMatrix(int(w.qtype), flags, w.data.data_ptr(), w.row_nbytes, w.shape[0])
-                                        for w in weights])
+    mats = (GGRMatrix * len(weights))(*[matrix(w, flags) for w in weights])
     fn, count, keep = load().ggr_gemv_multi, len(weights), weights   # keep: the blocks outlive mats
 
     def run(x: torch.Tensor, out: torch.Tensor, act: str | None) -> None:

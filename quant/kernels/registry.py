@@ -96,8 +96,7 @@ def register(backend: str, qtypes: Iterable[T], paths: Iterable[str] = PATHS,
     (`prepare`, if given, is its per-weight binder, see Kernel.bind)."""
 
     def add(fn: KernelFn) -> KernelFn:
-        if backend not in _BACKENDS:
-            raise QuantError(f"kernel backend {backend!r} is not declared; declared: {', '.join(_BACKENDS)}")
+        declared_backend(backend)
         for qtype in qtypes:
             for path in paths:
                 if path not in PATHS:
@@ -114,8 +113,7 @@ def register_group(backend: str) -> Callable[[PrepareGroupFn], PrepareGroupFn]:
     used for weights whose decode kernels all come from `backend`."""
 
     def add(prepare: PrepareGroupFn) -> PrepareGroupFn:
-        if backend not in _BACKENDS:
-            raise QuantError(f"kernel backend {backend!r} is not declared; declared: {', '.join(_BACKENDS)}")
+        declared_backend(backend)
         _GROUPS[backend] = prepare
         return prepare
 
