@@ -18,8 +18,18 @@ MODEL_HELP = (f"GGUF file, or an embedded model name ({', '.join(DEFAULT_MODELS)
               f"default: gemma3-270m")
 
 
-def _add_generation_flags(p: argparse.ArgumentParser) -> None:
+def _add_load_flags(p: argparse.ArgumentParser) -> None:
+    """MODEL and how to load it (run, chat, serve)."""
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    p.add_argument("-c", "--ctx-size", type=int, default=None,
+                   help="context length to allocate (default: min(model's, 4096))")
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
+                   help="KV cache element type (default f32; f16 halves the cache, as llama.cpp's default)")
+
+
+def _add_generation_flags(p: argparse.ArgumentParser) -> None:
+    _add_load_flags(p)
     p.add_argument("-n", "--max-tokens", type=int, default=64)
     p.add_argument("--temperature", "--temp", type=float, default=0.0,
                    help="0 = greedy (default)")
@@ -28,11 +38,6 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("-c", "--ctx-size", type=int, default=None,
-                   help="context length to allocate (default: min(model's, 4096))")
-    p.add_argument("-t", "--threads", type=int, default=None)
-    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
-                   help="KV cache element type (default f32; f16 halves the cache, as llama.cpp's default)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings at the end")
 
@@ -77,13 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize_cmd.add_arguments(p)
 
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)")
-    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    _add_load_flags(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("-c", "--ctx-size", type=int, default=None,
-                   help="context length to allocate (default: min(model's, 4096))")
-    p.add_argument("-t", "--threads", type=int, default=None)
-    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
 
