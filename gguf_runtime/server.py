@@ -26,10 +26,13 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .errors import GGUFError, ModelInputError
+from .sampling import SamplingParams
 
 MAX_BODY = 1 << 20
-SAMPLING_DEFAULTS = {"max_tokens": 256, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
-                     "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+# llama-server's request defaults where they differ from ours, else SamplingParams' own
+SAMPLING_DEFAULTS = {"max_tokens": 256, "temperature": 0.8} | {
+    name: getattr(SamplingParams(), name)
+    for name in ("top_k", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")}
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}     # ours -> OpenAI's finish_reason
 
 
