@@ -47,7 +47,7 @@ def _worker_ours(path: str, threads: int, n_prompt: int, n_decode: int) -> Bench
     load_s = time.perf_counter() - t0
     ids = _prompt_ids(n_prompt, model.config.vocab_size)
     with torch.inference_mode():
-        cache = model._new_cache(n_prompt + n_decode + 8)
+        cache = model._new_cache(model.n_ctx)
         t0 = time.perf_counter()
         logits = prefill(model.transformer, ids, cache)
         prefill_s = time.perf_counter() - t0
@@ -100,7 +100,7 @@ def _worker_profile(path: str, threads: int, n_prompt: int, n_decode: int) -> di
     model = gguf_runtime.load(path, n_ctx=n_prompt + 2 * n_decode + 8, threads=threads)
     ids = _prompt_ids(n_prompt, model.config.vocab_size)
     with torch.inference_mode():
-        cache = model._new_cache(n_prompt + 2 * n_decode + 8)
+        cache = model._new_cache(model.n_ctx)
         token = int(prefill(model.transformer, ids, cache).argmax())
     return profile_decode(model.transformer, cache, token, n_decode).to_dict()
 

@@ -53,7 +53,7 @@ def measure(path: str, n_prompt: int, n_decode: int, threads: int) -> dict:
     ids = [low + (i * 7919) % (c.vocab_size - low) for i in range(n_prompt)]
     touched_bytes, decode_s = [], 0.0
     with torch.inference_mode():
-        cache = model._new_cache(n_prompt + n_decode + 8)
+        cache = model._new_cache(model.n_ctx)
         logits = prefill(model.transformer, ids, cache)
         for _ in range(n_decode):
             for s in stacks:
