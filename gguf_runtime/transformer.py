@@ -220,20 +220,19 @@ class Transformer:
 
     def _bind_step(self, b: Block) -> BlockStep | None:
         c, i = self.config, b.index
-        qk = b.attn_q_norm
         dense = b.moe is None
         weights = BlockWeights(
             qkv=b.attn_qkv, attn_output=b.attn_output,
             gate_up=b.ffn_gate_up if dense else None, down=b.ffn_down if dense else None,
-            act=self.spec.activation, attn_norm=b.attn_norm, q_norm=qk, k_norm=b.attn_k_norm,
-            qk_norm=None if qk is None else "head" if qk.numel() == c.key_length else "whole",
+            act=self.spec.activation, attn_norm=b.attn_norm, q_norm=b.attn_q_norm, k_norm=b.attn_k_norm,
+            qk_norm=self._qk_norm_kind(b),
             post_attention_norm=b.post_attention_norm, ffn_norm=b.ffn_norm, post_ffw_norm=b.post_ffw_norm)
         shape = BlockShape(
             d=c.embedding_length, n_head=c.head_count[i], n_kv=c.head_count_kv[i], dk=c.key_length,
             dv=c.value_length, n_rot=b.rope.p.n_rot, neox=b.rope.p.style == "neox", window=b.window,
             eps=c.norm_epsilon, attn_scale=self.attn_scale, attn_cap=c.attn_logit_softcapping or 0.0,
             residual_scale=c.residual_scale or 0.0)
-        return bind_block(weights, shape) if b.attn_qkv is not None and b.attn_output is not None else None
+        return bind_block(weights, shape) if b.attn_qkv is not None else None
 
     def _attention(self, b: Block, x: torch.Tensor, pos: torch.Tensor,
                    cache: KVCache) -> torch.Tensor:
@@ -264,15 +263,19 @@ class Transformer:
         cos, sin = b.rope.cos_sin(pos)
         return b.rope.apply(q, cos, sin), b.rope.apply(k, cos, sin), v
 
+    def _qk_norm_kind(self, b: Block) -> str | None:
+        """The block's Q/K RMSNorm: "head" (qwen3: a norm of Dk, per head), "whole" (OLMoE: of
+        H*Dk, over the projection before the split into heads) or None; told apart by its size."""
+        w = b.attn_q_norm
+        return None if w is None else "head" if w.numel() == self.config.key_length else "whole"
+
     def _qk_norm(self, b: Block, q: torch.Tensor, k: torch.Tensor,
                  per_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q/K RMSNorm, per head (qwen3: a norm of Dk) or over the whole projection (OLMoE: of
-        H*Dk, applied before the split into heads); told apart by the norm's size."""
-        w = b.attn_q_norm
-        if w is None or (w.numel() == self.config.key_length) != per_head:
+        """The block's Q/K RMSNorm when it is of the kind asked (see _qk_norm_kind)."""
+        if self._qk_norm_kind(b) != ("head" if per_head else "whole"):
             return q, k
         eps = self.config.norm_epsilon
-        return rms_norm(q, w, eps), rms_norm(k, b.attn_k_norm, eps)
+        return rms_norm(q, b.attn_q_norm, eps), rms_norm(k, b.attn_k_norm, eps)
 
     def _ffn(self, b: Block, x: torch.Tensor) -> torch.Tensor:
         if b.ffn_gate_up is not None:
