@@ -225,29 +225,33 @@ def q8k_types() -> tuple[T, ...]:
     return tuple(t for t in DECODE_TYPES if lib is not None and lib.ggr_has_q8k(int(t)))
 
 
+def _into(out: torch.Tensor, write) -> None:
+    """write(target) with target = out when contiguous (the C side writes whole rows of N), else
+    a contiguous temporary then copied into out (a column slice of a wider output)."""
+    if out.is_contiguous():
+        write(out)
+        return
+    target = torch.empty_like(out, memory_format=torch.contiguous_format)
+    write(target)
+    out.copy_(target)
+
+
 def bind_gemv(w: QTensor):
     """run(x, out) = gemv(x, w, out) with W's type, pointer and sizes converted once."""
     fn, qtype, wptr, row_bytes, (n, k) = load().ggr_gemv, int(w.qtype), w.data.data_ptr(), w.row_nbytes, w.shape
 
-    def run(x: torch.Tensor, out: torch.Tensor) -> None:
-        if not out.is_contiguous():
-            gemv(x, w, out)
-        elif fn(qtype, wptr, row_bytes, n, x.data_ptr(), x.shape[0], k, out.data_ptr(), threads()):
-            raise QuantError(f"native gemv rejected {w!r} with x {tuple(x.shape)}")
-    return run
+    def write(x: torch.Tensor, target: torch.Tensor) -> None:
+        rc = fn(qtype, wptr, row_bytes, n, x.data_ptr(), x.shape[0], k, target.data_ptr(), threads())
+        if rc:
+            raise QuantError(f"native gemv rejected {w!r} with x {tuple(x.shape)} (code {rc})")
+
+    return lambda x, out: _into(out, lambda target: write(x, target))
 
 
 @register("native", DECODE_TYPES, ["decode"], prepare=bind_gemv)
 def gemv(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
-    """out (M, N) = x (M, K) @ W.T, fused; `out` must be contiguous (the C side writes rows of N)."""
-    n, k = w.shape
-    target = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
-    rc = load().ggr_gemv(int(w.qtype), w.data.data_ptr(), w.row_nbytes, n, x.data_ptr(), x.shape[0], k,
-                         target.data_ptr(), threads())
-    if rc:
-        raise QuantError(f"native gemv rejected {w!r} with x {tuple(x.shape)} (code {rc})")
-    if target is not out:
-        out.copy_(target)
+    """out (M, N) = x (M, K) @ W.T, fused; a strided `out` is written through a temporary."""
+    bind_gemv(w)(x, out)
 
 
 def kernel_seconds() -> float:
@@ -311,19 +315,10 @@ def bind_group_q8k(weights: tuple[QTensor, ...]):
 def bind_gemv_q8k(w: QTensor):
     """run(x, out) = gemv_q8k(x, w, out), bound once (a one-matrix group)."""
     group = bind_group_q8k((w,))
-
-    def run(x: torch.Tensor, out: torch.Tensor) -> None:
-        if out.is_contiguous():
-            group(x, out, None)
-        else:
-            gemv_q8k(x, w, out)
-    return run
+    return lambda x, out: _into(out, lambda target: group(x, target, None))
 
 
 @register(Q8K_BACKEND, DECODE_TYPES, ["decode"], prepare=bind_gemv_q8k)
 def gemv_q8k(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
     """out = x @ W.T as `gemv`, with x rounded to Q8_K first for the types in q8k_types()."""
-    target = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
-    bind_group_q8k((w,))(x, target, None)
-    if target is not out:
-        out.copy_(target)
+    bind_gemv_q8k(w)(x, out)
