@@ -2,10 +2,9 @@
 
 `profile_decode` runs greedy decode steps twice: once plain, reading the native library's own
 clock (quant.kernels.native.kernel_seconds: wall time inside ggr_gemv*, ggr_attend, ggr_dequant
-and ggr_block_step, the one-call block step that holds a block's norms, rope and attention
-besides its matmuls), and once
-under torch.profiler for the torch ops outside them (their self CPU time; the profiler adds
-its own overhead, so these are shares, not exact costs). What is neither is Python and
+and the one-call steps ggr_block_step / ggr_experts_step, which hold a block's norms, rope and
+attention besides its matmuls), and once under torch.profiler for the torch ops outside them
+(their self CPU time; the profiler adds its own overhead, so these are shares, not exact costs). What is neither is Python and
 ctypes call overhead. `gguf-runtime bench --profile` prints it.
 """
 
