@@ -7,11 +7,20 @@ quantize activations), so logits differ by a few tenths; the bars are the issue'
 - greedy continuation, teacher-forced on llama.cpp's 32 tokens: at every step our argmax is
   llama.cpp's token, or llama.cpp itself had a near-tie there: our pick is in its top 5 with a
   logit within NEAR_TIE of its top 1;
-- llama.cpp does not agree with itself either: evaluating prompt + continuation as one batch
-  (the fixture's "batched_top1") picks another argmax at about 6 of 288 steps, and only 3/9
-  (gemma3) or 5/9 (smollm2) of its own continuations survive that. So our teacher-forced
-  mismatches must stay within twice llama.cpp's self-mismatch, and the count of identical
-  free-running continuations is reported next to llama.cpp's own.
+- llama.cpp does not agree with itself either, two ways the fixture records: evaluating prompt +
+  continuation as one batch ("batched_top1": its batched kernels round differently), and running
+  a copy of the file whose F32 norm weights each moved one float32 ulp ("nudged_*": a relative
+  change of 6e-8). Activations rounded to 8 bits in every matmul turn a last-bit difference into
+  0.16 (SmolLM2) to 0.26 (Gemma 3) logits on average within 30 layers, so llama.cpp on the
+  nudged file changes its argmax at 13 and 8 of the 288 steps and keeps only 2/9 of its own
+  free-running continuations on both models. Our teacher-forced mismatches must stay within twice llama.cpp's own, our mean logit
+  difference from llama.cpp within LOGIT_GAP_FACTOR of the nudged llama.cpp's, and the count of
+  identical free-running continuations is reported next to llama.cpp's against itself: which
+  prompts survive 32 free-running steps is decided by the last bit of arithmetic, not by
+  whether the model is computed right. What the free-running test asserts, besides near-ties, is
+  the tokens shared before the first divergence, summed over prompts: at least
+  SHARED_PREFIX_FLOOR of what llama.cpp one ulp off shares with itself (a model computed wrong
+  shares a few tokens per prompt).
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from tests.realmodels import gemma3_path, smollm2_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NEAR_TIE = 0.5      # logits; the measured mean |ours - llama.cpp| is about 0.2
+LOGIT_GAP_FACTOR = 1.5     # our mean |logit - llama.cpp's| against llama.cpp one ulp off's
+SHARED_PREFIX_FLOOR = 0.75  # of the tokens llama.cpp one ulp off shares with itself (sum over
+                            # prompts; one prompt's prefix is a coin toss at each near-tie)
 MODELS = {"gemma3": gemma3_path, "smollm2": smollm2_path}
 
 pytestmark = pytest.mark.realmodel
@@ -71,38 +83,58 @@ def test_last_position_top1_and_top5(model_and_cases):
 def test_greedy_teacher_forced(model_and_cases):
     model, cases = model_and_cases
     exact_steps = total_steps = 0
+    ours_gap, nudged_gap = [], []          # |logit - llama.cpp's| on llama.cpp's top-5 ids
     for case in cases:
         steps = case["greedy"]
         fed = case["ids"] + [s["token"] for s in steps[:-1]]
         logits = model.logits(fed)[len(case["ids"]) - 1:]          # one row per greedy step
-        for row, step in zip(logits, steps):
+        for row, step, nudged_row in zip(logits, steps, case["nudged_top5_logits"]):
+            ours_gap += [abs(float(row[i]) - v) for i, v in step["top5"]]
+            nudged_gap += [abs(a - v) for (_, v), a in zip(step["top5"], nudged_row)]
             ours = int(row.argmax())
             total_steps += 1
             if ours == step["token"]:
                 exact_steps += 1
                 continue
             assert _near_tie(step, ours), (case["text"], ours, step)
-    self_mismatch = sum(a != s["token"] for case in cases
-                        for a, s in zip(case["batched_top1"], case["greedy"]))
+    batched = _self_mismatches(cases, "batched_top1")
+    nudged = _self_mismatches(cases, "nudged_top1")
+    ours_mean, nudged_mean = (sum(g) / len(g) for g in (ours_gap, nudged_gap))
     print(f"teacher-forced mismatches: ours {total_steps - exact_steps}/{total_steps}, "
-          f"llama.cpp batched vs its own decode {self_mismatch}/{total_steps}")
-    assert total_steps - exact_steps <= 2 * max(self_mismatch, 1)
+          f"llama.cpp against itself: batched {batched}/{total_steps}, "
+          f"one ulp off {nudged}/{total_steps}; mean |logit difference| on the top 5: "
+          f"ours {ours_mean:.3f}, llama.cpp one ulp off {nudged_mean:.3f}")
+    assert total_steps - exact_steps <= 2 * max(batched, nudged, 1)
+    assert ours_mean <= LOGIT_GAP_FACTOR * nudged_mean
+
+
+def _self_mismatches(cases: list[dict], field: str) -> int:
+    """Steps where llama.cpp's argmax in the fixture's `field` run is not its decode's token."""
+    return sum(a != s["token"] for case in cases for a, s in zip(case[field], case["greedy"]))
 
 
 def test_greedy_free_running_diverges_only_at_near_ties(model_and_cases):
     """Our own greedy decode (decode path, KV cache) against llama.cpp's continuation."""
     model, cases = model_and_cases
-    identical = 0
-    for case in cases:
-        steps = case["greedy"]
-        got = [s.token for s in model.generate_ids(case["ids"], max_tokens=len(steps),
+    wants = [[s["token"] for s in c["greedy"]] for c in cases]
+    ours = []
+    for case, want in zip(cases, wants):
+        got = [s.token for s in model.generate_ids(case["ids"], max_tokens=len(want),
                                                    stop_ids=set())]
-        want = [s["token"] for s in steps]
-        n = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
-        if n is None:
-            identical += 1
-            continue
-        assert _near_tie(steps[n], got[n]), (case["text"], n, got[n], steps[n])
-    self_identical = sum(c["batched_top1"] == [s["token"] for s in c["greedy"]] for c in cases)
-    print(f"identical greedy continuations: ours {identical}/{len(cases)}, llama.cpp batched "
-          f"vs its own decode {self_identical}/{len(cases)}")
+        ours.append(_agreed(got, want))
+        if ours[-1] < len(want):
+            n = ours[-1]
+            assert _near_tie(case["greedy"][n], got[n]), (case["text"], n, got[n], case["greedy"][n])
+    nudged = [_agreed(c["nudged_greedy"], w) for c, w in zip(cases, wants)]
+    batched = sum(c["batched_top1"] == w for c, w in zip(cases, wants))
+    whole = [len(w) for w in wants]
+    print(f"identical greedy continuations: ours {sum(map(int.__eq__, ours, whole))}/{len(cases)}, "
+          f"llama.cpp against itself: batched {batched}/{len(cases)}, "
+          f"one ulp off {sum(map(int.__eq__, nudged, whole))}/{len(cases)}; tokens before the "
+          f"first divergence: ours {sum(ours)}/{sum(whole)}, llama.cpp one ulp off {sum(nudged)}")
+    assert sum(ours) >= SHARED_PREFIX_FLOOR * sum(nudged)
+
+
+def _agreed(got: list[int], want: list[int]) -> int:
+    """How many tokens `got` shares with `want` before the first difference."""
+    return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))

@@ -7,6 +7,14 @@ argmax at every step ("batched_top1": prompt + continuation evaluated as one bat
 prefill is). llama.cpp's batched and one-token kernels round differently, so that last field
 measures how far llama.cpp agrees with itself: the noise floor for any other implementation.
 
+A second floor: the same prompts through llama.cpp on a copy of the file whose F32 norm weights
+are each moved by one float32 ulp (a relative change of 6e-8, far below any quantization step):
+its argmax on the fixture's continuation ("nudged_top1", teacher-forced, token by token), its
+logits there for the fixture's top-5 ids ("nudged_top5_logits") and its own free-running
+continuation ("nudged_greedy"). Activations rounded to 8 bits turn such a change
+into differences of a tenth of a logit within 30 layers, so this is how often llama.cpp agrees
+with llama.cpp when the arithmetic differs in the last bit.
+
     pip install llama-cpp-python   # builds llama.cpp (~17 min on 2 cores; pip caches the wheel)
     python tools/gen_fidelity_fixtures.py
 
@@ -17,8 +25,10 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
+import gguf
 import numpy as np
 from llama_cpp import Llama, __version__ as llama_cpp_version
 
@@ -80,6 +90,51 @@ def batched_top1(llm: Llama, ids: list[int], greedy: list[int]) -> list[int]:
     return [int(np.argmax(llm.scores[len(ids) - 1 + k])) for k in range(len(greedy))]
 
 
+def nudged_copy(src: Path, dst: Path) -> None:
+    """Write src to dst with every F32 `*norm.weight` moved one ulp toward +inf."""
+    reader = gguf.GGUFReader(str(src))
+    arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(str(dst), arch)
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        kind = field.types[0]
+        sub = {"sub_type": field.types[-1]} if kind == gguf.GGUFValueType.ARRAY else {}
+        writer.add_key_value(key, field.contents(), kind, **sub)
+    for t in reader.tensors:
+        data = t.data
+        if t.tensor_type == gguf.GGMLQuantizationType.F32 and t.name.endswith("norm.weight"):
+            data = np.nextafter(data, np.float32(np.inf)).astype(np.float32)
+        writer.add_tensor(t.name, data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def nudged_run(llm: Llama, case: dict) -> None:
+    """Add llama.cpp-on-the-nudged-file's teacher-forced argmax and free-running continuation."""
+    ids, want = case["ids"], [s["token"] for s in case["greedy"]]
+    llm.reset()
+    llm.eval(ids)
+    top1, top5 = [], []
+    for k, (tok, step) in enumerate(zip(want, case["greedy"])):
+        row = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        top1.append(int(np.argmax(row)))
+        top5.append([float(row[i]) for i, _ in step["top5"]])
+        if k + 1 < len(want):
+            llm.eval([tok])
+    llm.reset()
+    llm.eval(ids)
+    free = []
+    while len(free) < len(want):
+        free.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        if free[-1] == llm.token_eos() or len(free) == len(want):
+            break
+        llm.eval([free[-1]])
+    case["nudged_top1"], case["nudged_top5_logits"], case["nudged_greedy"] = top1, top5, free
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, find in MODELS.items():
@@ -88,6 +143,15 @@ def main() -> None:
                     verbose=False, seed=0)
         cases = [run_prompt(llm, p, False) for p in PLAIN]
         cases += [run_prompt(llm, CHAT_FORMATS[name].format(q=q), True) for q in QUESTIONS]
+        del llm
+        with tempfile.TemporaryDirectory() as tmp:
+            nudged = Path(tmp) / "nudged.gguf"
+            nudged_copy(path, nudged)
+            llm = Llama(model_path=str(nudged), n_ctx=1024, n_threads=N_THREADS,
+                        logits_all=True, verbose=False, seed=0)
+            for case in cases:
+                nudged_run(llm, case)
+            del llm
         doc = {"model": path.name, "generator": "tools/gen_fidelity_fixtures.py",
                "llama_cpp_python": llama_cpp_version, "n_threads": N_THREADS, "cases": cases}
         (OUT / f"fidelity_{name}.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
