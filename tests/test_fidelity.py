@@ -4,7 +4,8 @@ The oracle is tests/fixtures/fidelity_<model>.json, written by tools/gen_fidelit
 with llama-cpp-python. llama.cpp's quantized matmuls and ours round differently (its CPU kernels
 quantize activations), so logits differ by a few tenths; the bars are the issue's:
 - last prompt position: same top-1, top-5 sets share at least 4;
-- greedy continuation, teacher-forced on llama.cpp's 32 tokens: at every step our argmax is
+- greedy continuation, teacher-forced on llama.cpp's 32 tokens, through our batched (prefill)
+  and our one-token (decode) kernels: at every step our argmax is
   llama.cpp's token, or llama.cpp itself had a near-tie there: our pick is in its top 5 with a
   logit within NEAR_TIE of its top 1;
 - llama.cpp does not agree with itself either, two ways the fixture records: evaluating prompt +
@@ -32,6 +33,7 @@ import pytest
 import torch
 
 import gguf_runtime
+from gguf_runtime.generate import decode_one, prefill
 from tests.realmodels import gemma3_path, smollm2_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -80,14 +82,28 @@ def test_last_position_top1_and_top5(model_and_cases):
         assert len(set(ours) & set(ref)) >= 4, case["text"]
 
 
-def test_greedy_teacher_forced(model_and_cases):
+def _forced_rows(model, ids: list[int], tokens: list[int], path: str) -> torch.Tensor:
+    """Our next-token logits after ids + tokens[:k], for each k, one row per step: "prefill" runs
+    everything as one sequence (the batched kernels), "decode" feeds the tokens one at a time
+    through the KV cache (the one-token kernels, as the fixture's llama.cpp run did)."""
+    fed = ids + tokens[:-1]
+    if path == "prefill":
+        return model.logits(fed)[len(ids) - 1:]
+    with torch.inference_mode():
+        cache = model._new_cache(len(fed))
+        rows = [prefill(model.transformer, ids, cache)]
+        rows += [decode_one(model.transformer, t, cache) for t in tokens[:-1]]
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("path", ["prefill", "decode"])
+def test_greedy_teacher_forced(model_and_cases, path):
     model, cases = model_and_cases
     exact_steps = total_steps = 0
     ours_gap, nudged_gap = [], []          # |logit - llama.cpp's| on llama.cpp's top-5 ids
     for case in cases:
         steps = case["greedy"]
-        fed = case["ids"] + [s["token"] for s in steps[:-1]]
-        logits = model.logits(fed)[len(case["ids"]) - 1:]          # one row per greedy step
+        logits = _forced_rows(model, case["ids"], [s["token"] for s in steps], path)
         for row, step, nudged_row in zip(logits, steps, case["nudged_top5_logits"]):
             ours_gap += [abs(float(row[i]) - v) for i, v in step["top5"]]
             nudged_gap += [abs(a - v) for (_, v), a in zip(step["top5"], nudged_row)]
@@ -100,7 +116,7 @@ def test_greedy_teacher_forced(model_and_cases):
     batched = _self_mismatches(cases, "batched_top1")
     nudged = _self_mismatches(cases, "nudged_top1")
     ours_mean, nudged_mean = (sum(g) / len(g) for g in (ours_gap, nudged_gap))
-    print(f"teacher-forced mismatches: ours {total_steps - exact_steps}/{total_steps}, "
+    print(f"teacher-forced ({path}) mismatches: ours {total_steps - exact_steps}/{total_steps}, "
           f"llama.cpp against itself: batched {batched}/{total_steps}, "
           f"one ulp off {nudged}/{total_steps}; mean |logit difference| on the top 5: "
           f"ours {ours_mean:.3f}, llama.cpp one ulp off {nudged_mean:.3f}")
