@@ -173,6 +173,8 @@ class GGUFFile:
         path: the first (or only) file.
         version: GGUF version (2 or 3).
         metadata: dict key -> Python value (int, float, bool, str, list).
+        metadata_types: dict key -> (GGUF value type id, array element type id or None), as
+            stored, so a writer can copy a value with its exact type.
         tensors: dict name -> TensorInfo, in file order.
         architecture: `general.architecture` or None.
     """
@@ -181,6 +183,7 @@ class GGUFFile:
         self.path = Path(path)
         self._maps: list[mmap.mmap] = []
         self.metadata: dict[str, Any] = {}
+        self.metadata_types: dict[str, tuple[int, int | None]] = {}
         self.tensors: dict[str, TensorInfo] = {}
         self.version = 0
         self._parse(self.path, first=True)
@@ -237,10 +240,18 @@ class GGUFFile:
 
     def _metadata(self, cur: _Cursor, n_kv: int) -> dict[str, Any]:
         meta: dict[str, Any] = {}
+        types: dict[str, tuple[int, int | None]] = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")
             vtype = cur.u32(f"value type of {key!r}")
+            etype = None
+            if vtype == _ARRAY:
+                cur.need(4, f"element type of {key!r}")
+                etype = int.from_bytes(cur.buf[cur.pos:cur.pos + 4], "little")
             meta[key] = cur.value(vtype, f"metadata {key!r}")
+            types[key] = (vtype, etype)
+        if not self.metadata_types:                     # the first file of a split set
+            self.metadata_types = types
         return meta
 
     def _tensor_info(self, cur: _Cursor) -> tuple:

@@ -4,50 +4,44 @@
 
 - Types: convert_types.choose_types, llama.cpp's per-tensor rules; a tensor that is not
   quantized (norms, 1-D) or already has its type is copied byte for byte.
-- Metadata: every key/value pair is copied byte for byte in its order; general.file_type and
-  general.quantization_version are set (in place, or appended), split.* keys are dropped
-  (the output is one file), as llama.cpp does.
+- Metadata: every key/value pair is copied in its order with the value type it had;
+  general.file_type and general.quantization_version are set (in place, or appended), split.*
+  keys are dropped (the output is one file), as llama.cpp does.
 - Tensors keep the input's order. One tensor at a time: the input's memory map -> float32 ->
-  `quant.quantize` -> the output, under a temporary name renamed at the end.
-
-Output layout (GGUF v3, little-endian; str = len: u64 | utf-8 bytes):
-    "GGUF" | version: u32 = 3 | n_tensors: u64 | n_kv: u64 | kv pairs (copied)
-    n_tensors x { name: str | n_dims: u32 | ne: u64[n_dims] | type: u32 | offset: u64 }
-    padding to general.alignment | tensor data, each at an aligned offset
+  `quant.quantize` -> the output, under a temporary name renamed at the end. The file layout
+  (header, kv pairs, tensor infos, aligned data) is gguf-py's GGUFWriter's, as the converter's.
 """
 
 from __future__ import annotations
 
 import argparse
-import mmap
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType
+from gguf import (GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGUFValueType,
+                  GGUFWriter)
 
 from .convert import Progress, check_output, quantize_rows, temporary_path
 from .convert_source import ConvertError
 from .convert_types import (FLOAT_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
                             choose_types, file_type)
 from .errors import MissingKeyError, QuantError, UnsupportedError
-from .gguf_file import DEFAULT_ALIGNMENT, GGUFFile, TensorInfo, _Cursor, open_gguf
+from .gguf_file import GGUFFile, TensorInfo, open_gguf
 
 __all__ = ["requantize", "add_arguments", "run"]
 
-_U32 = 4                                     # GGUF value type id of uint32
 _DROPPED_KEYS = ("split.no", "split.count", "split.tensors.count")
 
 
 @dataclass
 class _Out:
-    """One output tensor: the input tensor, its new type and its data offset."""
+    """One output tensor: the input tensor and its new type."""
 
     src: TensorInfo
     qtype: GGMLQuantizationType
-    offset: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -104,71 +98,79 @@ def _model_info(gf: GGUFFile) -> ModelInfo:
                      first("attention.head_count_kv", n_head))
 
 
-# ------------------------------------------------------------------ metadata, byte for byte
-def _metadata(gf: GGUFFile, ft: FileType) -> list[bytes]:
-    """The input's kv pairs as raw bytes, with file_type / quantization_version set."""
-    pairs = [(k, raw) for k, raw in _raw_pairs(gf.path) if k not in _DROPPED_KEYS]
+# ------------------------------------------------------------------ metadata
+@dataclass
+class _KV:
+    """One metadata pair to write: its value and the GGUF types it was stored with."""
+
+    key: str
+    value: Any
+    vtype: GGUFValueType
+    sub_type: GGUFValueType | None = None
+
+
+def _metadata(gf: GGUFFile, ft: FileType) -> list[_KV]:
+    """The input's kv pairs in order, with file_type / quantization_version set."""
+    pairs = []
+    for key, value in gf.metadata.items():
+        if key not in _DROPPED_KEYS:
+            vtype, etype = gf.metadata_types[key]
+            pairs.append(_KV(key, value, GGUFValueType(vtype),
+                             None if etype is None else GGUFValueType(etype)))
     for key, value in (("general.quantization_version", GGML_QUANT_VERSION),
                        ("general.file_type", int(ft.ftype))):
-        raw = _string(key) + struct.pack("<II", _U32, value)
-        at = next((i for i, (k, _) in enumerate(pairs) if k == key), None)
+        kv = _KV(key, value, GGUFValueType.UINT32)
+        at = next((i for i, p in enumerate(pairs) if p.key == key), None)
         if at is None:
-            pairs.append((key, raw))
+            pairs.append(kv)
         else:
-            pairs[at] = (key, raw)
-    return [raw for _, raw in pairs]
+            pairs[at] = kv
+    return pairs
 
 
-def _raw_pairs(path: Path) -> list[tuple[str, bytes]]:
-    """(key, the pair's bytes: key | value type | value) for each kv pair of the file."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, \
-            memoryview(mm) as buf:
-        cur = _Cursor(buf, path)
-        cur.pos = 4 + 4 + 8                         # magic, version, tensor count
-        pairs = []
-        for i in range(cur.u64("metadata count")):
-            start = cur.pos
-            key = cur.string(f"metadata key #{i}")
-            cur.value(cur.u32(f"value type of {key!r}"), f"metadata {key!r}")
-            pairs.append((key, bytes(buf[start:cur.pos])))
-        return pairs
-
-
-def _string(s: str) -> bytes:
-    raw = s.encode("utf-8")
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def _tensor_info(t: _Out) -> bytes:
-    ne = tuple(reversed(t.src.shape))                # GGUF order: row length first
-    return (_string(t.src.name) + struct.pack(f"<I{len(ne)}Q", len(ne), *ne)
-            + struct.pack("<IQ", int(t.qtype), t.offset))
+def _as_bytes(value: Any) -> Any:
+    """Strings as their stored bytes (vocabularies may hold byte tokens that are not UTF-8: the
+    reader keeps them as surrogate escapes, which GGUFWriter would refuse to encode)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, list):
+        return [_as_bytes(v) for v in value]
+    return value
 
 
 # ------------------------------------------------------------------ writing
-def _write(gf: GGUFFile, plan: list[_Out], kv: list[bytes], out: Path, progress: bool) -> None:
-    """Header, kv, infos, then each tensor's data, under a temporary name renamed at the end."""
-    align = gf.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-    offset = 0
-    for t in plan:
-        t.offset = offset
-        offset += -(-t.nbytes // align) * align
+def _write(gf: GGUFFile, plan: list[_Out], kv: list[_KV], out: Path, progress: bool) -> None:
+    """GGUFWriter: kv pairs and tensor infos, then each tensor's data as it is made, under a
+    temporary name renamed at the end."""
     tmp = temporary_path(out)
+    w = GGUFWriter(tmp, gf.architecture)                    # writes general.architecture first
     try:
-        with open(tmp, "wb") as f:
-            f.write(b"GGUF" + struct.pack("<IQQ", 3, len(plan), len(kv)))
-            f.writelines(kv)
-            f.writelines(_tensor_info(t) for t in plan)
-            with Progress(sum(t.nbytes for t in plan), len(plan), out, progress) as bar:
-                for t in plan:
-                    f.write(bytes(-f.tell() % align))     # each tensor starts aligned
-                    f.write(_tensor_bytes(gf, t))
-                    bar.tensor_done(t.nbytes)
-            f.write(bytes(-f.tell() % align))             # and ends so, as llama.cpp's files
+        for p in kv:
+            if p.key == "general.architecture":
+                continue
+            if p.key == "general.alignment":
+                w.add_custom_alignment(int(p.value))        # also aligns the data
+                continue
+            w.add_key_value(p.key, _as_bytes(p.value), p.vtype, sub_type=p.sub_type)
+        for t in plan:
+            block, type_size = GGML_QUANT_SIZES[t.qtype]
+            byte_shape = (*t.src.shape[:-1], t.src.shape[-1] // block * type_size)
+            w.add_tensor_info(t.src.name, byte_shape, np.dtype(np.uint8), t.nbytes, raw_dtype=t.qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        with Progress(sum(t.nbytes for t in plan), len(plan), out, progress) as bar:
+            for t in plan:
+                w.write_tensor_data(np.ascontiguousarray(_tensor_bytes(gf, t)).view(np.uint8))
+                bar.tensor_done(t.nbytes)
+        w.close()
         os.replace(tmp, out)
     except OSError as e:
         raise ConvertError(f"{out}: cannot write: {e}") from e
+    except ValueError as e:                                 # a value GGUFWriter cannot store
+        raise ConvertError(f"{out}: cannot write {gf.path}'s metadata: {e}") from e
     finally:
+        w.close()
         tmp.unlink(missing_ok=True)
 
 

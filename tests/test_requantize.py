@@ -1,5 +1,5 @@
-"""`requantize` / `gguf-runtime quantize`: llama.cpp's per-tensor types, metadata copied byte
-for byte, the input's tensor order, and every bad input as a one-line GGUFError.
+"""`requantize` / `gguf-runtime quantize`: llama.cpp's per-tensor types, metadata copied with
+its value types (non-UTF-8 strings too), the input's tensor order, and every bad input as a one-line GGUFError.
 
 Oracles: the expected llama.cpp type tables of tests/test_convert.py (checked against
 llama_model_quantize by tools/check_quant_rules_vs_llamacpp.py), the converter writing the same
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from gguf import GGMLQuantizationType as T
-from gguf import GGUFReader
+from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 from gguf_runtime import cli
 from gguf_runtime.convert import convert
@@ -47,6 +47,34 @@ def test_f16_to_q4_k_m_keeps_metadata_order_and_follows_llama_cpp(wide, tmp_path
             assert (b.tensors[t.name].data == t.data).all(), t.name
     types = {f.name: f.types for f in GGUFReader(f16).fields.values()}
     assert {f.name: f.types for f in GGUFReader(out).fields.values()} == types
+
+
+def test_non_utf8_strings_and_custom_alignment_survive(wide, tmp_path):
+    """A vocabulary's byte tokens need not be UTF-8, and general.alignment moves the data."""
+    _, f16, _ = wide
+    src = GGUFReader(f16)
+    odd = tmp_path / "odd.gguf"
+    w = GGUFWriter(odd, "llama")
+    w.add_custom_alignment(64)
+    for field in src.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        sub = {"sub_type": field.types[-1]} if field.types[0] == GGUFValueType.ARRAY else {}
+        w.add_key_value(field.name, field.contents(), field.types[0], **sub)
+    w.add_key_value("test.raw_tokens", [b"\xff\xfe", b"ok"], GGUFValueType.ARRAY,
+                    sub_type=GGUFValueType.STRING)
+    for t in src.tensors:
+        w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    out = requantize(odd, tmp_path / "q.gguf", "Q8_0", progress=False)
+    a, b = open_gguf(odd), open_gguf(out)
+    assert b.metadata == {**a.metadata, "general.file_type": 7}
+    assert b.metadata["test.raw_tokens"][0].encode("utf-8", "surrogateescape") == b"\xff\xfe"
+    assert b.metadata["general.alignment"] == 64
+    assert all(t.offset % 64 == 0 for t in b.tensors.values())
 
 
 def test_f32_file_requantized_equals_direct_conversion(wide, tmp_path):
