@@ -8,6 +8,9 @@
   except the `<0xNN>` byte tokens, which drive sentencepiece's byte fallback.
 - `BpeBackend` ('gpt2' vocabularies): the `tokenizers` library with the `tokenizer.ggml.pre`
   regex splits, the GPT-2 byte-to-unicode map and the merges ranked by their order in the file.
+- `SpmBpeBackend` ('gemma4' vocabularies): ranked merges as BpeBackend, but over the raw UTF-8
+  characters with spaces escaped to '▁' (SentencePiece style), cut only at newline runs, and
+  `<0xNN>` byte tokens for characters that are no token.
 Plus llama.cpp's byte-level helpers for the way back: `gpt2_decode`, `clean_spaces`.
 """
 
@@ -137,6 +140,33 @@ class BpeBackend:
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+
+class SpmBpeBackend:
+    """SentencePiece-style BPE (llama.cpp's gemma4 pre-tokenizer): the text with spaces escaped to
+    '▁' is cut into runs of newlines and runs of anything else; a newline run that is a token is
+    that token, every other run goes through the ranked merges over its UTF-8 characters, and a
+    character that is no token becomes its `<0xNN>` byte tokens."""
+
+    _RUNS = re.compile(r"[^\n]+|\n+")
+
+    def __init__(self, texts: list[str], merges: list[str], source: str):
+        self._vocab = {t: i for i, t in enumerate(texts)}
+        try:
+            model = models.BPE(vocab=self._vocab, merges=bpe_merge_pairs(merges, self._vocab),
+                               byte_fallback=True)
+        except Exception as e:  # tokenizers raises plain Exception subclasses from Rust
+            raise UnsupportedError(f"{source}: cannot build the BPE tokenizer: {e}") from None
+        self._tok = Tokenizer(model)
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = []
+        for run in self._RUNS.findall(text.replace(" ", "\u2581")):
+            if run[0] == "\n" and run in self._vocab:
+                out.append(self._vocab[run])
+            else:
+                out += self._tok.encode(run, add_special_tokens=False).ids
+        return out
 
 
 # -- detokenize helpers ----------------------------------------------------------------------

@@ -215,6 +215,42 @@ def test_vocab_only_bpe_gguf(tmp_path):
     assert tok.decode(tok.encode("x , y ?")) == "x, y?"  # gpt-2 cleans spaces like llama.cpp
 
 
+GEMMA4_TOKENS = (["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>"] + [f"<0x{b:02X}>" for b in range(256)]
+                 + ["▁", "h", "i", "e", "l", "o", "\n", "\n\n", "▁h", "▁hi", "he", "ll", "llo",
+                    "hello", "▁hello"])
+
+
+def test_vocab_only_gemma4_gguf(tmp_path):
+    """SentencePiece-style BPE ('gemma4'). Expected tokens: llama.cpp's (llama-cpp-python 0.3.36,
+    vocab_only, on this vocabulary with gemma4 hparams added); llama.cpp's own Gemma 4 vocabulary
+    test (tools/check_vocabs_llamacpp.py) gives 46/46 equal."""
+    tokens = GEMMA4_TOKENS
+    meta = {"tokenizer.ggml.model": "gemma4", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": [0.0] * len(tokens),
+            "tokenizer.ggml.token_type": [3, 3, 3, 2, 3] + [6] * 256 + [1] * (len(tokens) - 261),
+            "tokenizer.ggml.merges": ["▁ h", "▁h i", "h e", "l l", "l lo", "l o", "he llo", "▁ hello"],
+            "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.eos_token_id": 1,
+            "tokenizer.ggml.unknown_token_id": 3, "tokenizer.ggml.add_bos_token": False}
+    tok = load_tokenizer(write_vocab_only(tmp_path / "g4.gguf", meta))
+    assert (tok.model, tok.pre, tok.add_bos, tok.add_space_prefix) == ("gemma4", "gemma4", True, False)
+
+    def texts(text, **kw):
+        return [tokens[i] for i in tok.encode(text, **kw)]
+
+    # BOS although the file says no (llama.cpp overrides it for gemma4); ranked merges over
+    # characters with spaces as '▁' ("l lo" needs a token "lo" that is not there)
+    assert texts("hello hi") == ["<bos>", "he", "ll", "o", "▁hi"]
+    assert texts(" hello", add_bos=False) == ["▁h", "e", "ll", "o"]
+    # cut at newline runs: a run that is a token stays whole, others go through the merges
+    assert texts("hello\n\nhi", add_bos=False) == ["he", "ll", "o", "\n\n", "h", "i"]
+    assert texts("\n\n\nhe", add_bos=False) == ["\n", "\n", "\n", "he"]
+    # a character that is no token: its UTF-8 bytes
+    assert texts("hello é\n", add_bos=False) == ["he", "ll", "o", "▁", "<0xC3>", "<0xA9>", "\n"]
+    assert texts("<|turn>hi", add_bos=False) == ["<|turn>", "h", "i"]
+    for text in ("hello é\n", " hello", "hello\n\nhi"):
+        assert tok.decode(tok.encode(text, add_bos=False)) == text
+
+
 def test_stream_decoder_with_clean_spaces():
     tok = Tokenizer.from_metadata(bpe_metadata())
     for text in ("a , b ' c 's 're 've ?", "  ' ' x", " ?!.,", "héllo 😀 , ' s"):
@@ -234,7 +270,7 @@ def test_unknown_pre_is_unsupported():
 
 
 def test_unknown_model_is_unsupported():
-    with pytest.raises(UnsupportedError, match=r"x.gguf: .*'bert'.*supported: gpt2, llama"):
+    with pytest.raises(UnsupportedError, match=r"x.gguf: .*'bert'.*supported: gpt2, llama, gemma4"):
         Tokenizer.from_metadata(spm_metadata(**{"tokenizer.ggml.model": "bert"}), "x.gguf")
 
 
