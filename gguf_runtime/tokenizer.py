@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from .errors import GGUFFormatError, MissingKeyError, ModelInputError, UnsupportedError
 from .gguf_file import open_gguf
 from .pretokenizers import pre_tokenizer
-from .tokenizer_backends import BpeBackend, SpmBackend, SpmBpeBackend, clean_spaces, gpt2_decode
+from .tokenizer_backends import (BpeBackend, SpmBackend, SpmBpeBackend, WpmBackend, clean_spaces,
+                                 gpt2_decode)
 
 K = "tokenizer.ggml."
-SUPPORTED_MODELS = ("gpt2", "llama", "gemma4")
+SUPPORTED_MODELS = ("gpt2", "llama", "gemma4", "bert")
 
 # llama_token_attr bits; GGUF token_type (gguf.TokenType 1..6) -> attribute.
 UNKNOWN, UNUSED, NORMAL, CONTROL, USER_DEFINED, BYTE = 1, 2, 4, 8, 16, 32
@@ -65,6 +66,7 @@ _ALWAYS_RENDERED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>") 
 class _Flags:
     add_bos: bool
     add_eos: bool
+    add_sep: bool
     add_space_prefix: bool
     clean_spaces: bool
 
@@ -88,7 +90,8 @@ def _read_vocab(meta: dict, source: str) -> tuple[list[str], list[float], list[i
 def _special_ids(meta: dict, model: str, no_bos: bool, n: int) -> dict[str, int | None]:
     """bos/eos/... ids: llama.cpp's per-model defaults, then the id keys that are in range."""
     ids: dict[str, int | None] = dict.fromkeys(r for r, _ in _ID_KEYS)
-    ids.update({"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11}}.get(model, {}))
+    ids.update({"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11},
+                "bert": {"bos": 101, "unk": 100, "sep": 102, "pad": 0, "mask": 103}}.get(model, {}))
     if no_bos:
         ids["bos"] = None
     ids = {r: (i if i is not None and i < n else None) for r, i in ids.items()}
@@ -149,7 +152,7 @@ def _strip_flags(meta: dict, index: dict[str, int], attrs: list[int], special: l
 class Tokenizer:
     """Text <-> token ids exactly as llama.cpp computes them for a GGUF's vocabulary.
 
-    Attributes: n_vocab, model ('llama' | 'gpt2' | 'gemma4'), pre, bos_id, eos_id (None when absent),
+    Attributes: n_vocab, model ('llama' | 'gpt2' | 'gemma4' | 'bert'), pre, bos_id, eos_id (None when absent),
     eot_ids (ids that end a turn: eos/eot/eom and llama.cpp's end-of-generation guesses),
     add_bos, add_eos.
     """
@@ -166,19 +169,21 @@ class Tokenizer:
         if len(index) != len(texts):
             dup = next(t for i, t in enumerate(texts) if index[t] != i)
             raise GGUFFormatError(f"{source}: duplicate token {dup!r} in {K}tokens")
-        spm, gemma4 = model == "llama", model == "gemma4"
-        pre = None if spm or gemma4 else pre_tokenizer(meta.get(K + "pre"), source)
+        spm, gemma4, wpm = model == "llama", model == "gemma4", model == "bert"
+        pre = None if spm or gemma4 or wpm else pre_tokenizer(meta.get(K + "pre"), source)
         ids = _special_ids(meta, model, bool(pre and pre.no_bos), len(texts))
         self.eot_ids = frozenset(_guess_roles(index, attrs, ids))
         self.model, self.n_vocab = model, len(texts)
         self.pre = "gemma4" if gemma4 else meta.get(K + "pre", "default")
-        self.bos_id, self.eos_id = ids["bos"], ids["eos"]
+        self.bos_id, self.eos_id, self._sep_id = ids["bos"], ids["eos"], ids["sep"]
         self._flags = _Flags(       # gemma4: llama.cpp adds BOS even where the file says not to
-            add_bos=gemma4 or bool(meta.get(K + "add_bos_token", spm or bool(pre and pre.add_bos))),
+            add_bos=gemma4 or bool(meta.get(K + "add_bos_token",
+                                            spm or wpm or bool(pre and pre.add_bos))),
             add_eos=bool(meta.get(K + "add_eos_token", False)),
-            add_space_prefix=bool(meta.get(K + "add_space_prefix", spm)) and not gemma4,
-            clean_spaces=gemma4 or bool(pre and pre.clean_spaces))
-        for flag, role in (("add_bos", "bos"), ("add_eos", "eos")):
+            add_sep=bool(meta.get(K + "add_sep_token", wpm)),          # BERT's closing [SEP]
+            add_space_prefix=bool(meta.get(K + "add_space_prefix", spm)) and not (gemma4 or wpm),
+            clean_spaces=gemma4 or wpm or bool(pre and pre.clean_spaces))
+        for flag, role in (("add_bos", "bos"), ("add_eos", "eos"), ("add_sep", "sep")):
             if getattr(self._flags, flag) and ids[role] is None:
                 raise MissingKeyError(f"{source}: {K}{flag}_token is true but "
                                       f"{K}{role}_token_id is not set")
@@ -192,6 +197,11 @@ class Tokenizer:
         self._pieces: dict[int, bytes] = {}
         if spm:
             self._backend = SpmBackend(texts, scores, source, ids["unk"])
+        elif wpm:
+            lowercase = bool(meta.get(K + "normalizer.lowercase", True))
+            self._backend = WpmBackend(texts, ids["unk"], lowercase,
+                                       bool(meta.get(K + "normalizer.strip_accents", lowercase)),
+                                       source)
         elif K + "merges" not in meta:
             raise MissingKeyError(f"{source}: required metadata key '{K}merges' is missing")
         elif gemma4:
@@ -264,6 +274,8 @@ class Tokenizer:
             after_special = False
         if add_bos is not False and self._flags.add_eos:
             out.append(self.eos_id)
+        if add_bos is not False and self._flags.add_sep:
+            out.append(self._sep_id)
         return out
 
     def _candidates(self, text: str, special: bool) -> list[int]:

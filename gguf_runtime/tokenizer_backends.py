@@ -8,6 +8,9 @@
   except the `<0xNN>` byte tokens, which drive sentencepiece's byte fallback.
 - `BpeBackend` ('gpt2' vocabularies): the `tokenizers` library with the `tokenizer.ggml.pre`
   regex splits, the GPT-2 byte-to-unicode map and the merges ranked by their order in the file.
+- `WpmBackend` ('bert' vocabularies): the `tokenizers` library's BERT normalizer, pre-tokenizer
+  and WordPiece, with llama.cpp's '▁'-marks-a-word-start vocabulary turned into WordPiece's
+  '##'-marks-a-continuation one.
 - `SpmBpeBackend` ('gemma4' vocabularies): ranked merges as BpeBackend, but over the raw UTF-8
   characters with spaces escaped to '▁' (SentencePiece style), cut only at newline runs, and
   `<0xNN>` byte tokens for characters that are no token.
@@ -20,7 +23,7 @@ import re
 import struct
 
 import sentencepiece
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 from .errors import UnsupportedError
 from .pretokenizers import PreTokenizer, onig_pattern
@@ -137,6 +140,38 @@ class BpeBackend:
         self._tok = Tokenizer(model)
         self._tok.pre_tokenizer = pre_tokenizers.Sequence(
             [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+
+class WpmBackend:
+    """WordPiece as llama.cpp's WPM: clean the text (drop control characters, NUL, U+FFFD), NFD and
+    accents dropped if `strip_accents`, lowercase if `lowercase`, split at whitespace and around
+    punctuation, ASCII symbols and CJK ideographs; each word is '▁' + word cut greedily into the
+    longest tokens from its start, or the unknown token if some part matches none."""
+
+    def __init__(self, texts: list[str], unk_id: int | None, lowercase: bool, strip_accents: bool,
+                 source: str):
+        vocab: dict[str, int] = {}
+        for i, t in enumerate(texts):       # llama.cpp: '▁x' starts a word; WordPiece: '##x' goes on one
+            key = t[1:] if t.startswith("\u2581") else "##" + t
+            if key not in ("", "##"):
+                vocab.setdefault(key, i)
+        if unk_id is None:
+            raise UnsupportedError(f"{source}: a WordPiece ('bert') vocabulary needs an unknown token")
+        unk = f"##{texts[unk_id]}"
+        vocab[unk] = unk_id
+        try:
+            model = models.WordPiece(vocab=vocab, unk_token=unk, continuing_subword_prefix="##",
+                                     max_input_chars_per_word=1 << 30)   # llama.cpp has no limit
+        except Exception as e:  # tokenizers raises plain Exception subclasses from Rust
+            raise UnsupportedError(f"{source}: cannot build the WordPiece tokenizer: {e}") from None
+        self._tok = Tokenizer(model)
+        self._tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
+            lowercase=lowercase)
+        self._tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids

@@ -251,6 +251,38 @@ def test_vocab_only_gemma4_gguf(tmp_path):
         assert tok.decode(tok.encode(text, add_bos=False)) == text
 
 
+BERT_TOKENS = (["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+               + ["▁hello", "▁world", "▁,", "▁!", "▁play", "ing", "ed", "▁un", "known", "▁cafe",
+                  "▁中", "▁文", "▁a", "b", "▁$"])
+
+
+def test_vocab_only_bert_gguf(tmp_path):
+    """WordPiece ('bert'). Expected tokens: llama.cpp's (llama-cpp-python 0.3.36, vocab_only, on
+    this vocabulary with BERT hparams added); llama.cpp's own bert-bge vocabulary test
+    (tools/check_vocabs_llamacpp.py) gives 47/47 equal."""
+    tokens = BERT_TOKENS
+    meta = {"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [3] + [1] * 99 + [3] * 4 + [1] * (len(tokens) - 104)}
+    tok = load_tokenizer(write_vocab_only(tmp_path / "bert.gguf", meta))
+    assert (tok.model, tok.bos_id, tok.add_bos, tok.add_space_prefix) == ("bert", 101, True, False)
+
+    def texts(text, **kw):
+        return [tokens[i] for i in tok.encode(text, **kw)]
+
+    # [CLS] ... [SEP]; lowercased, split around punctuation, '▁' starts a word
+    assert texts("Hello, World!") == ["[CLS]", "▁hello", "▁,", "▁world", "▁!", "[SEP]"]
+    assert texts("playing played", add_bos=False) == ["▁play", "ing", "▁play", "ed"]
+    # a word with a part no token covers is one [UNK]; no length limit makes a word unknown
+    assert texts("unknownzz hello", add_bos=False) == ["[UNK]", "▁hello"]
+    assert texts("a" * 150, add_bos=False) == ["[UNK]"]
+    # accents stripped, CJK ideographs one word each, ASCII symbols split, whitespace dropped
+    assert texts("Café 中文", add_bos=False) == ["▁cafe", "▁中", "▁文"]
+    assert texts("ab $a", add_bos=False) == ["▁a", "b", "▁$", "▁a"]
+    assert texts("  hello\tworld\n", add_bos=False) == ["▁hello", "▁world"]
+    assert texts("[MASK] hello") == ["[CLS]", "[MASK]", "▁hello", "[SEP]"]
+    assert tok.decode(tok.encode("playing, played!")) == "[CLS] playing, played![SEP]"
+
+
 def test_stream_decoder_with_clean_spaces():
     tok = Tokenizer.from_metadata(bpe_metadata())
     for text in ("a , b ' c 's 're 've ?", "  ' ' x", " ?!.,", "héllo 😀 , ' s"):
@@ -270,8 +302,8 @@ def test_unknown_pre_is_unsupported():
 
 
 def test_unknown_model_is_unsupported():
-    with pytest.raises(UnsupportedError, match=r"x.gguf: .*'bert'.*supported: gpt2, llama, gemma4"):
-        Tokenizer.from_metadata(spm_metadata(**{"tokenizer.ggml.model": "bert"}), "x.gguf")
+    with pytest.raises(UnsupportedError, match=r"x.gguf: .*'t5'.*supported: gpt2, llama, gemma4, bert"):
+        Tokenizer.from_metadata(spm_metadata(**{"tokenizer.ggml.model": "t5"}), "x.gguf")
 
 
 @pytest.mark.parametrize("key", ["tokenizer.ggml.tokens", "tokenizer.ggml.model"])
