@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from .errors import GGUFFormatError, MissingKeyError, ModelInputError, UnsupportedError
 from .gguf_file import open_gguf
 from .pretokenizers import pre_tokenizer
-from .tokenizer_backends import (BpeBackend, SpmBackend, SpmBpeBackend, WpmBackend, clean_spaces,
-                                 gpt2_decode)
+from .tokenizer_backends import (BpeBackend, SpmBackend, SpmBpeBackend, UgmBackend, WpmBackend,
+                                 clean_spaces, gpt2_decode)
 
 K = "tokenizer.ggml."
-SUPPORTED_MODELS = ("gpt2", "llama", "gemma4", "bert")
+SUPPORTED_MODELS = ("gpt2", "llama", "gemma4", "bert", "t5")
 
 # llama_token_attr bits; GGUF token_type (gguf.TokenType 1..6) -> attribute.
 UNKNOWN, UNUSED, NORMAL, CONTROL, USER_DEFINED, BYTE = 1, 2, 4, 8, 16, 32
@@ -91,7 +91,8 @@ def _special_ids(meta: dict, model: str, no_bos: bool, n: int) -> dict[str, int 
     """bos/eos/... ids: llama.cpp's per-model defaults, then the id keys that are in range."""
     ids: dict[str, int | None] = dict.fromkeys(r for r, _ in _ID_KEYS)
     ids.update({"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11},
-                "bert": {"bos": 101, "unk": 100, "sep": 102, "pad": 0, "mask": 103}}.get(model, {}))
+                "bert": {"bos": 101, "unk": 100, "sep": 102, "pad": 0, "mask": 103},
+                "t5": {"eos": 1, "unk": 2, "pad": 0}}.get(model, {}))
     if no_bos:
         ids["bos"] = None
     ids = {r: (i if i is not None and i < n else None) for r, i in ids.items()}
@@ -152,7 +153,7 @@ def _strip_flags(meta: dict, index: dict[str, int], attrs: list[int], special: l
 class Tokenizer:
     """Text <-> token ids exactly as llama.cpp computes them for a GGUF's vocabulary.
 
-    Attributes: n_vocab, model ('llama' | 'gpt2' | 'gemma4' | 'bert'), pre, bos_id, eos_id (None when absent),
+    Attributes: n_vocab, model ('llama' | 'gpt2' | 'gemma4' | 'bert' | 't5'), pre, bos_id, eos_id (None when absent),
     eot_ids (ids that end a turn: eos/eot/eom and llama.cpp's end-of-generation guesses),
     add_bos, add_eos.
     """
@@ -169,8 +170,8 @@ class Tokenizer:
         if len(index) != len(texts):
             dup = next(t for i, t in enumerate(texts) if index[t] != i)
             raise GGUFFormatError(f"{source}: duplicate token {dup!r} in {K}tokens")
-        spm, gemma4, wpm = model == "llama", model == "gemma4", model == "bert"
-        pre = None if spm or gemma4 or wpm else pre_tokenizer(meta.get(K + "pre"), source)
+        spm, gemma4, wpm, ugm = (model == m for m in ("llama", "gemma4", "bert", "t5"))
+        pre = None if spm or gemma4 or wpm or ugm else pre_tokenizer(meta.get(K + "pre"), source)
         ids = _special_ids(meta, model, bool(pre and pre.no_bos), len(texts))
         self.eot_ids = frozenset(_guess_roles(index, attrs, ids))
         self.model, self.n_vocab = model, len(texts)
@@ -197,6 +198,13 @@ class Tokenizer:
         self._pieces: dict[int, bytes] = {}
         if spm:
             self._backend = SpmBackend(texts, scores, source, ids["unk"])
+        elif ugm:
+            charsmap = bytes(b & 0xFF for b in meta.get(K + "precompiled_charsmap", []))
+            self._backend = UgmBackend(
+                texts, scores, [bool(a & (NORMAL | USER_DEFINED | UNUSED)) for a in attrs],
+                [bool(a & USER_DEFINED) for a in attrs], ids["unk"], charsmap,
+                self._flags.add_space_prefix,
+                bool(meta.get(K + "remove_extra_whitespaces", False)), source)
         elif wpm:
             lowercase = bool(meta.get(K + "normalizer.lowercase", True))
             self._backend = WpmBackend(texts, ids["unk"], lowercase,

@@ -11,6 +11,8 @@
 - `WpmBackend` ('bert' vocabularies): the `tokenizers` library's BERT normalizer, pre-tokenizer
   and WordPiece, with llama.cpp's '▁'-marks-a-word-start vocabulary turned into WordPiece's
   '##'-marks-a-continuation one.
+- `UgmBackend` ('t5' vocabularies): sentencepiece's Unigram model, normalized by the
+  vocabulary's own precompiled charsmap.
 - `SpmBpeBackend` ('gemma4' vocabularies): ranked merges as BpeBackend, but over the raw UTF-8
   characters with spaces escaped to '▁' (SentencePiece style), cut only at newline runs, and
   `<0xNN>` byte tokens for characters that are no token.
@@ -48,11 +50,12 @@ UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
 #   ModelProto      { repeated SentencePiece pieces = 1; TrainerSpec trainer_spec = 2;
 #                     NormalizerSpec normalizer_spec = 3; }
 #   SentencePiece   { string piece = 1; float score = 2; Type type = 3; }  NORMAL=1 UNKNOWN=2
-#                                                                          BYTE=6
-#   TrainerSpec     { ModelType model_type = 3 (BPE=2); bool byte_fallback = 35; }
-#   NormalizerSpec  { string name = 1; bool add_dummy_prefix = 3;
+#                                                                          CONTROL=3 BYTE=6
+#   TrainerSpec     { ModelType model_type = 3 (UNIGRAM=1, BPE=2); bool byte_fallback = 35; }
+#   NormalizerSpec  { string name = 1; bytes precompiled_charsmap = 2; bool add_dummy_prefix = 3;
 #                     bool remove_extra_whitespaces = 4; bool escape_whitespaces = 5; }
-_NORMAL, _UNKNOWN, _BYTE, _BPE = 1, 2, 6, 2
+_NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
+_UNIGRAM, _BPE = 1, 2
 
 
 def _varint(n: int) -> bytes:
@@ -68,9 +71,13 @@ def _message(field: int, payload: bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
-def spm_model_proto(pieces: list[bytes], scores: list[float], kinds: list[int]) -> bytes:
-    """A serialized sentencepiece BPE ModelProto with identity normalization; `kinds` are the
-    pieces' sentencepiece types (_NORMAL, _UNKNOWN, _BYTE); byte fallback iff any _BYTE."""
+def spm_model_proto(pieces: list[bytes], scores: list[float], kinds: list[int],
+                    model_type: int = _BPE, charsmap: bytes = b"", add_dummy_prefix: bool = False,
+                    remove_extra_whitespaces: bool = False, escape_whitespaces: bool = False) -> bytes:
+    """A serialized sentencepiece ModelProto (BPE unless `model_type`); `kinds` are the pieces'
+    sentencepiece types (_NORMAL, _UNKNOWN, _CONTROL, _BYTE); byte fallback iff any _BYTE. The
+    normalizer is the identity unless a precompiled `charsmap` is given, then the whitespace
+    flags (escaping a space writes '▁')."""
     packed = struct.pack(f"<{len(scores)}f", *scores)
     lengths = [bytes([n]) for n in range(128)]  # one-byte varints, the common case
     records = []
@@ -81,8 +88,11 @@ def spm_model_proto(pieces: list[bytes], scores: list[float], kinds: list[int]) 
                          packed[4 * i:4 * i + 4], kind))
         n = len(body)
         records.append(b"\x0a" + (lengths[n] if n < 128 else _varint(n)) + body)
-    trainer = bytes([3 << 3, _BPE]) + _varint(35 << 3) + bytes([_BYTE in kinds])
-    normalizer = _message(1, b"identity") + bytes([3 << 3, 0, 4 << 3, 0, 5 << 3, 0])
+    trainer = bytes([3 << 3, model_type]) + _varint(35 << 3) + bytes([_BYTE in kinds])
+    normalizer = (_message(1, b"user" if charsmap else b"identity")
+                  + (_message(2, charsmap) if charsmap else b"")
+                  + bytes([3 << 3, add_dummy_prefix, 4 << 3, remove_extra_whitespaces,
+                           5 << 3, escape_whitespaces]))
     return b"".join(records) + _message(2, trainer) + _message(3, normalizer)
 
 
@@ -106,6 +116,36 @@ class SpmBackend:
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (spaces already part of it; escaped to '▁' here)."""
         return [i for i in self._sp.encode(text.replace(" ", "\u2581")) if i >= 0]
+
+
+class UgmBackend:
+    """Unigram ('t5' vocabularies), llama.cpp's UGM: the text normalized by the vocabulary's
+    precompiled charsmap (spaces escaped to '▁', a '▁' before the text if add_space_prefix, runs
+    of spaces merged if remove_extra_whitespaces), then the Viterbi-best split by token scores
+    (user-defined tokens score 0; a character no token covers is the unknown token at the lowest
+    score - 10, runs of them one token). sentencepiece's Unigram model runs that algorithm; we
+    hand it a ModelProto written from the GGUF arrays."""
+
+    def __init__(self, texts: list[str], scores: list[float], matched: list[bool],
+                 user_defined: list[bool], unk_id: int | None, charsmap: bytes,
+                 add_space_prefix: bool, remove_extra_whitespaces: bool, source: str):
+        """matched[i]: token i can be part of a split (llama.cpp: normal, user-defined, unused)."""
+        if unk_id is None:
+            raise UnsupportedError(f"{source}: a Unigram ('t5') vocabulary needs an unknown token")
+        kinds = [_NORMAL if m else _CONTROL for m in matched]
+        kinds[unk_id] = _UNKNOWN
+        scores = [0.0 if u else sc for u, sc in zip(user_defined, scores)]
+        proto = spm_model_proto([t.encode("utf-8", "surrogateescape") for t in texts], scores,
+                                kinds, _UNIGRAM, charsmap, add_space_prefix,
+                                remove_extra_whitespaces, escape_whitespaces=True)
+        try:
+            self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        except (RuntimeError, OSError) as e:
+            raise UnsupportedError(f"{source}: sentencepiece rejects this vocabulary: "
+                                   f"{e}") from None
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text)
 
 
 def bpe_merge_pairs(merges: list[str], vocab: dict[str, int]) -> list[tuple[str, str]]:

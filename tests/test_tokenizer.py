@@ -283,6 +283,38 @@ def test_vocab_only_bert_gguf(tmp_path):
     assert tok.decode(tok.encode("playing, played!")) == "[CLS] playing, played![SEP]"
 
 
+T5_TOKENS = ["<pad>", "</s>", "<unk>", "<extra>", "▁", "▁he", "llo", "▁hello", "▁w", "or", "ld",
+             "▁world", "h", "e", "l", "o", "w", "r", "d", "▁hel", "lo"]
+T5_SCORES = [0.0] * 4 + [-2.0, -3.0, -4.0, -5.0, -3.5, -4.5, -4.0, -6.5] + [-8.0] * 7 + [-3.2, -3.9]
+
+
+def test_vocab_only_t5_gguf(tmp_path):
+    """Unigram ('t5'). Expected tokens: llama.cpp's (llama-cpp-python 0.3.36, vocab_only, on this
+    vocabulary with nomic-bert-moe hparams added); on llama.cpp's nomic-bert-moe vocabulary (with
+    its precompiled charsmap) tools/check_vocabs_llamacpp.py finds 120/120 encodings equal."""
+    meta = {"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": T5_TOKENS,
+            "tokenizer.ggml.scores": T5_SCORES,
+            "tokenizer.ggml.token_type": [3, 3, 2, 4] + [1] * (len(T5_TOKENS) - 4),
+            "tokenizer.ggml.add_space_prefix": True, "tokenizer.ggml.remove_extra_whitespaces": True,
+            "tokenizer.ggml.eos_token_id": 1, "tokenizer.ggml.unknown_token_id": 2,
+            "tokenizer.ggml.add_eos_token": True}
+    tok = load_tokenizer(write_vocab_only(tmp_path / "t5.gguf", meta))
+    assert (tok.model, tok.bos_id, tok.add_bos, tok.add_eos) == ("t5", None, False, True)
+
+    def texts(text, **kw):
+        return [T5_TOKENS[i] for i in tok.encode(text, **kw)]
+
+    # the best-scoring split, not the greedy one; '▁' before the text; EOS at the end
+    assert texts("hello world") == ["▁hello", "▁world", "</s>"]
+    assert texts("  hello   world  ", add_bos=False) == ["▁hello", "▁world"]   # spaces merged
+    assert texts("helloworld", add_bos=False) == ["▁hello", "w", "or", "ld"]
+    # characters no token covers: one <unk> per run; a user-defined token splits the text
+    assert texts("hexyz", add_bos=False) == ["▁he", "<unk>"]
+    assert texts("hello\tworld", add_bos=False) == ["▁hello", "<unk>", "w", "or", "ld"]
+    assert texts("hello<extra>world", add_bos=False) == ["▁hello", "<extra>", "▁world"]
+    assert tok.decode(tok.encode("hello world", add_bos=False)) == "hello world"
+
+
 def test_stream_decoder_with_clean_spaces():
     tok = Tokenizer.from_metadata(bpe_metadata())
     for text in ("a , b ' c 's 're 've ?", "  ' ' x", " ?!.,", "héllo 😀 , ' s"):
@@ -302,8 +334,9 @@ def test_unknown_pre_is_unsupported():
 
 
 def test_unknown_model_is_unsupported():
-    with pytest.raises(UnsupportedError, match=r"x.gguf: .*'t5'.*supported: gpt2, llama, gemma4, bert"):
-        Tokenizer.from_metadata(spm_metadata(**{"tokenizer.ggml.model": "t5"}), "x.gguf")
+    with pytest.raises(UnsupportedError,
+                       match=r"x.gguf: .*'rwkv'.*supported: gpt2, llama, gemma4, bert, t5"):
+        Tokenizer.from_metadata(spm_metadata(**{"tokenizer.ggml.model": "rwkv"}), "x.gguf")
 
 
 @pytest.mark.parametrize("key", ["tokenizer.ggml.tokens", "tokenizer.ggml.model"])
@@ -322,7 +355,7 @@ def test_bpe_without_merges_is_a_missing_key():
 
 
 def test_errors_are_one_line_gguf_errors():
-    for meta in (spm_metadata(**{"tokenizer.ggml.model": "t5"}), {"tokenizer.ggml.model": "gpt2"}):
+    for meta in (spm_metadata(**{"tokenizer.ggml.model": "rwkv"}), {"tokenizer.ggml.model": "gpt2"}):
         with pytest.raises(GGUFError) as info:
             Tokenizer.from_metadata(meta, "x.gguf")
         assert "\n" not in str(info.value)
