@@ -18,10 +18,10 @@ quantize activations), so logits differ by a few tenths; the bars are the issue'
   difference from llama.cpp within LOGIT_GAP_FACTOR of the nudged llama.cpp's, and the count of
   identical free-running continuations is reported next to llama.cpp's against itself: which
   prompts survive 32 free-running steps is decided by the last bit of arithmetic, not by
-  whether the model is computed right. What the free-running test asserts, besides near-ties, is
-  the tokens shared before the first divergence, summed over prompts: at least
-  SHARED_PREFIX_FLOOR of what llama.cpp one ulp off shares with itself (a model computed wrong
-  shares a few tokens per prompt).
+  whether the model is computed right. What the free-running test asserts is that every
+  divergence is at a near-tie, and, as a gross-failure check (a broken cache shares a few
+  tokens per prompt), that the tokens shared before the first divergence, summed over prompts,
+  reach SHARED_PREFIX_FLOOR of what llama.cpp one ulp off shares with itself.
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ from tests.realmodels import gemma3_path, smollm2_path
 FIXTURES = Path(__file__).parent / "fixtures"
 NEAR_TIE = 0.5      # logits; the measured mean |ours - llama.cpp| is about 0.2
 LOGIT_GAP_FACTOR = 1.5     # our mean |logit - llama.cpp's| against llama.cpp one ulp off's
-SHARED_PREFIX_FLOOR = 0.75  # of the tokens llama.cpp one ulp off shares with itself (sum over
-                            # prompts; one prompt's prefix is a coin toss at each near-tie)
+SHARED_PREFIX_FLOOR = 0.4   # of the tokens llama.cpp one ulp off shares with itself, summed over
+                            # prompts: a gross-failure check only. Each prompt's prefix ends at a
+                            # coin toss at a near-tie, so the sum moves a lot with any last-bit
+                            # change (ours: 213 with float x, 117 with Q8-rounded x, both with the
+                            # same 0.17 logit gap; a RoPE base x2 bug still shares 181)
 MODELS = {"gemma3": gemma3_path, "smollm2": smollm2_path}
 
 pytestmark = pytest.mark.realmodel
