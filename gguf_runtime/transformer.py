@@ -72,7 +72,7 @@ class Transformer:
         self.gf, self.config, self.spec = gf, config, spec
         self.token_embd = self._qtensor("token_embd.weight")
         out_name = "output.weight" if "output.weight" in gf.tensors else "token_embd.weight"
-        self.output = QLinear(self._qtensor(out_name))
+        self.output = QLinear(self._qtensor(out_name), exact=True)    # logits stay float32
         self.output_norm = self._vector("output_norm.weight")
         self._freq_factors = self._vector("rope_freqs.weight")
         self._ropes: dict[tuple, Rope] = {}

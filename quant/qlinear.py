@@ -27,14 +27,15 @@ class QLinear:
     `__call__(x)` takes float (..., in_features) and returns float32 (..., out_features);
     W is never dequantized as a whole (see quant.kernels.qmatmul). The kernel is chosen per
     (decode/prefill path, x device, GGUF_RUNTIME_KERNELS) on first use and kept bound to W,
-    so a decode step pays for one kernel call, not for the dispatch.
+    so a decode step pays for one kernel call, not for the dispatch. `exact`: never a kernel
+    that rounds below float32 (the bfloat16 prefill backend), for outputs such as logits.
     Raises QuantError for an x that is not floating point or whose last dim is not in_features.
     """
 
-    def __init__(self, weight: QTensor, bias: torch.Tensor | None = None):
+    def __init__(self, weight: QTensor, bias: torch.Tensor | None = None, exact: bool = False):
         if len(weight.shape) != 2:
             raise ValueError(f"QLinear needs a 2-D weight, got {weight!r}")
-        self.weight, self.bias = weight, bias
+        self.weight, self.bias, self.exact = weight, bias, exact
         self.out_features, self.in_features = weight.shape
         self._bound: dict[tuple, registry.BoundFn] = {}
 
@@ -57,7 +58,8 @@ class QLinear:
         key = _kernel_key(x2)
         fn = self._bound.get(key)
         if fn is None:
-            fn = self._bound[key] = kernel_for(self.weight, x2.shape[0], on_cpu=key[1] == "cpu").bind(self.weight)
+            fn = self._bound[key] = kernel_for(self.weight, x2.shape[0], on_cpu=key[1] == "cpu",
+                                               exact=self.exact).bind(self.weight)
         fn(x2, out)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

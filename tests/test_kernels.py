@@ -55,6 +55,17 @@ def x_seen_by(kernel: registry.Kernel, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def reduced(kernel: registry.Kernel) -> bool:
+    """Whether the kernel rounds below float32 (the bfloat16 prefill backend)."""
+    return registry.declared_backend(kernel.backend).reduced_precision
+
+
+def prefill_backend() -> str:
+    """The backend a quantized prefill takes here by default."""
+    order = [b for b in ("bf16", "native") if b in available_backends()]
+    return order[0] if order else "reference"
+
+
 def make_weight(qtype: T, n: int, k: int, seed: int = 0) -> QTensor:
     fmt = quant.get_format(qtype)
     raw = random_blocks(qtype, n * k // fmt.block_size, seed)
@@ -67,12 +78,17 @@ def row_length(qtype: T) -> int:
     return {1: 77, 32: 96}.get(block, 2 * block)
 
 
-def assert_close(y: torch.Tensor, x: torch.Tensor, w: QTensor) -> None:
-    """y (M, N) vs x (M, K) @ W.T in float64, W from the bit-exact dequantizer."""
+def assert_close(y: torch.Tensor, x: torch.Tensor, w: QTensor, bf16: bool = False) -> None:
+    """y (M, N) vs x (M, K) @ W.T in float64, W from the bit-exact dequantizer; `bf16`: the
+    bound of a bfloat16 product (x and W rounded, float32 sums, result rounded), u = 2^-8:
+    2u (|x| @ |W|.T) + u |ref|."""
     wd = w.dequantize().double()
     ref = x.double() @ wd.T
     scale = x.double().abs() @ wd.abs().T
     tol = RTOL * ref.abs() + TOL_EPS * torch.finfo(torch.float32).eps * math.sqrt(w.n_cols) * scale
+    if bf16:
+        u = 2.0 ** -8
+        tol = tol + 2 * u * scale + u * ref.abs()
     err = (y.double() - ref).abs()
     bad = ~(err <= tol)
     assert not bad.any(), f"{int(bad.sum())} of {y.numel()} off, worst err/tol {float((err / tol).max()):.3g}"
@@ -93,7 +109,7 @@ def test_every_kernel_matches_oracle(qtype, path, backend, m):
     out = torch.full((m, w.shape[0]), float("nan"))
     kernel = registry.select(qtype, path, backend)
     kernel.fn(x, w, out)
-    assert_close(out, x_seen_by(kernel, x), w)
+    assert_close(out, x_seen_by(kernel, x), w, bf16=reduced(kernel))
 
 
 @pytest.mark.parametrize("qtype", native.DEQUANT_TYPES, ids=lambda t: t.name)
@@ -127,7 +143,8 @@ def test_qmatmul_shapes(shape):
     y = qmatmul(x, w)
     assert y.dtype == torch.float32 and y.shape == (*shape[:-1], 37)
     if y.numel():
-        assert_close(y.reshape(-1, 37), x.reshape(-1, 96), w)
+        m = y.numel() // 37
+        assert_close(y.reshape(-1, 37), x.reshape(-1, 96), w, bf16=reduced(kernel_for(w, m)))
 
 
 def test_qmatmul_takes_strided_and_half_x():
@@ -169,7 +186,8 @@ def test_dispatch_paths():
     assert kernel_for(w, DECODE_MAX_ROWS + 1).path == "prefill"
     expected = "native" if "native" in available_backends() else "reference"
     decode = native.Q8K_BACKEND if native.Q8K_BACKEND in available_backends() else expected
-    assert kernel_for(w, 1).backend == decode and kernel_for(w, 512).backend == expected
+    assert kernel_for(w, 1).backend == decode and kernel_for(w, 512).backend == prefill_backend()
+    assert kernel_for(w, 512, exact=True).backend == expected
 
 
 def test_f32_routes_to_the_reference_view_matmul():
@@ -191,7 +209,7 @@ def test_a_kernel_is_one_registration_and_unregistered_pairs_fall_through(monkey
         w8, w4 = make_weight(T.Q8_0, 5, 64), make_weight(T.Q4_0, 5, 64)
         assert (qmatmul(torch.randn(2, 64), w8) == 1).all() and len(calls) == 1
         fallback = "native" if "native" in available_backends() else "reference"
-        assert kernel_for(w8, 100).backend == fallback
+        assert kernel_for(w8, 100).backend == prefill_backend()
         assert kernel_for(w4, 1).backend == (native.Q8K_BACKEND if registry.backend_available(native.Q8K_BACKEND)
                                              else fallback)
         monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "native,reference")
@@ -521,3 +539,28 @@ def test_native_rope_matches_the_torch_form(neox, n_rot, dk):
     for t in range(2):
         got = rope_one(x[t:t + 1].contiguous(), cos[t:t + 1], sin[t:t + 1], n_rot, neox)
         assert torch.allclose(got, want[t:t + 1], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_prefill_is_taken_only_where_measured_faster(monkeypatch):
+    from quant.kernels import bf16
+    native_or_skip()
+    assert bf16.measured_speedup() > 0                   # the real probe runs
+    monkeypatch.setattr(bf16, "measured_speedup", lambda: 1.0)
+    assert not bf16._available()
+    monkeypatch.setattr(bf16, "measured_speedup", lambda: bf16.MIN_SPEEDUP)
+    assert bf16._available()
+
+
+def test_exact_linears_and_the_env_keep_prefill_in_float32(monkeypatch):
+    """An exact QLinear (the output head) and GGUF_RUNTIME_KERNELS=native,reference never take
+    the bfloat16 prefill; where it is taken, it differs from float32 (so the check can fail)."""
+    native_or_skip()
+    w = make_weight(T.Q4_K, 64, 512)
+    x = torch.randn(40, 512, generator=torch.Generator().manual_seed(1))
+    exact = torch.empty(40, 64)
+    native.dequant_matmul(x, w, exact)
+    assert torch.equal(QLinear(w, exact=True)(x), exact)
+    if "bf16" in available_backends():
+        assert not torch.equal(QLinear(w)(x), exact)
+    monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "native,reference")
+    assert kernel_for(w, 40).backend == "native" and torch.equal(QLinear(w)(x), exact)

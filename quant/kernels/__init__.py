@@ -5,9 +5,11 @@ Kernels are chosen through one dispatch table (see .registry), keyed by (GGML ty
     path "prefill" (more rows): dequantize W in bounded tiles, one BLAS matmul per tile.
 Backends, best first: "triton" (weights and x on a CUDA device only: Triton kernels for
 Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q5_K/Q6_K, see .triton_kernels), "q8k" (decode only: the native rows with x rounded to Q8_K and integer
-dot products for Q4_K / Q6_K, as llama.cpp; see .native), "native" (C + OpenMP, built on first
+dot products for Q4_K / Q6_K, as llama.cpp; see .native), "bf16" (prefill only, where measured faster: native
+dequantization, bfloat16 matmul; see .bf16), "native" (C + OpenMP, built on first
 use; see .native) and "reference" (pure torch, always available, the oracle; see .reference).
-GGUF_RUNTIME_KERNELS=native,reference keeps float x everywhere (A/B of the q8k rows).
+GGUF_RUNTIME_KERNELS=native,reference keeps float x everywhere (A/B of the q8k rows and of the
+bfloat16 prefill).
 F32 weights are a zero-copy float view and a plain torch matmul. GGUF_RUNTIME_KERNELS=reference forces the reference path.
 
 The whole of W is never dequantized at once: at most one tile (a few MB of float32).
@@ -25,7 +27,7 @@ import torch
 
 from ..errors import QuantError
 from ..qtensor import QTensor
-from . import block_step, native, reference, triton_kernels  # noqa: F401  (importing registers their kernels)
+from . import bf16, block_step, native, reference, triton_kernels  # noqa: F401  (importing registers their kernels)
 from .registry import DECODE_MAX_ROWS, Kernel, allowed_backends, backend_available, path_for, select, set_threads
 
 __all__ = ["qmatmul", "set_num_threads", "available_backends", "kernel_for", "DECODE_MAX_ROWS"]
@@ -57,9 +59,11 @@ def qmatmul(x: torch.Tensor, w: QTensor, backend: str | None = None) -> torch.Te
     return out.view(*x.shape[:-1], n)
 
 
-def kernel_for(w: QTensor, n_x_rows: int, backend: str | None = None, on_cpu: bool = True) -> Kernel:
-    """The kernel qmatmul runs for W with `n_x_rows` rows of x (for tests, benchmarks, logs)."""
-    return select(w.qtype, path_for(n_x_rows), backend, on_cpu)
+def kernel_for(w: QTensor, n_x_rows: int, backend: str | None = None, on_cpu: bool = True,
+               exact: bool = False) -> Kernel:
+    """The kernel qmatmul runs for W with `n_x_rows` rows of x (for tests, benchmarks, logs);
+    `exact`: none that rounds below float32 (backend "bf16")."""
+    return select(w.qtype, path_for(n_x_rows), backend, on_cpu, exact)
 
 
 def set_num_threads(n: int | None) -> None:

@@ -51,6 +51,7 @@ class Backend:
     available: Callable[[], bool]       # called at most once (cached); must not raise
     cpu_only: bool = True
     gpu_only: bool = False              # its kernels take device (not CPU) tensors only
+    reduced_precision: bool = False     # rounds below float32 (bfloat16): skipped for exact=True
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ _ENABLED: dict[tuple[str, str], bool] = {}   # backend_enabled() cache
 
 
 def register_backend(name: str, priority: int, available: Callable[[], bool], cpu_only: bool = True,
-                     gpu_only: bool = False) -> None:
+                     gpu_only: bool = False, reduced_precision: bool = False) -> None:
     """Declare a backend; `available()` decides, once and lazily, whether its kernels may run."""
-    _BACKENDS[name] = Backend(name, priority, available, cpu_only, gpu_only)
+    _BACKENDS[name] = Backend(name, priority, available, cpu_only, gpu_only, reduced_precision)
     _SELECTED.clear()
 
 
@@ -174,17 +175,19 @@ def path_for(n_x_rows: int) -> str:
     return "decode" if n_x_rows <= DECODE_MAX_ROWS else "prefill"
 
 
-def select(qtype: T, path: str, backend: str | None = None, on_cpu: bool = True) -> Kernel:
+def select(qtype: T, path: str, backend: str | None = None, on_cpu: bool = True,
+           exact: bool = False) -> Kernel:
     """The kernel to run for (qtype, path): the best allowed, available backend that has one.
 
-    `backend` names one backend explicitly (it must be available and have the kernel).
+    `backend` names one backend explicitly (it must be available and have the kernel); `exact`
+    skips reduced-precision backends (float32 results wanted, e.g. logits).
     Raises QuantError naming the type, the path and the registered backends when none fits.
     Choices are cached per (arguments, GGUF_RUNTIME_KERNELS value): a dict lookup per call.
     """
-    key = (qtype, path, backend, on_cpu, env_spec())
+    key = (qtype, path, backend, on_cpu, exact, env_spec())
     kernel = _SELECTED.get(key)
     if kernel is None:
-        kernel = _SELECTED[key] = _choose(T(qtype), path, backend, on_cpu)
+        kernel = _SELECTED[key] = _choose(T(qtype), path, backend, on_cpu, exact)
     return kernel
 
 
@@ -193,11 +196,13 @@ def _runs_on(b: Backend, on_cpu: bool) -> bool:
     return not b.gpu_only if on_cpu else not b.cpu_only
 
 
-def _choose(qtype: T, path: str, backend: str | None, on_cpu: bool) -> Kernel:
+def _choose(qtype: T, path: str, backend: str | None, on_cpu: bool, exact: bool) -> Kernel:
     table = _KERNELS.get((qtype, path), {})
     names = (backend,) if backend else allowed_backends()
     for name in names:
-        if name in table and _runs_on(_BACKENDS[name], on_cpu) and backend_available(name):
+        b = _BACKENDS[name]
+        if name in table and _runs_on(b, on_cpu) and not (exact and b.reduced_precision) \
+                and backend_available(name):
             return table[name]
     raise QuantError(f"no {'/'.join(names)} kernel for {qtype.name} ({path}); "
                      f"registered: {', '.join(table) or 'none'}")
