@@ -27,6 +27,7 @@ from .registry import register, register_backend
 
 BACKEND = "bf16"
 MIN_SPEEDUP = 1.3
+ROW_BUCKET = 32    # x rows padded to a multiple: oneDNN builds one primitive per shape
 _PROBE = (256, 1024, 1024)            # (M, K, N) of the timing product
 
 
@@ -63,9 +64,11 @@ def dequant_matmul_bf16(x: torch.Tensor, w, out: torch.Tensor) -> None:
     step = max(1, native.PREFILL_TILE_WEIGHTS // k)
     buf = torch.empty(min(n, step) * k, dtype=torch.float32)
     tile16 = torch.empty(min(n, step) * k, dtype=torch.bfloat16)
-    x16 = x.to(torch.bfloat16)                                           # (M, K)
+    m = x.shape[0]
+    x16 = torch.zeros(-(-m // ROW_BUCKET) * ROW_BUCKET, k, dtype=torch.bfloat16)  # (M', K)
+    x16[:m] = x
     for start in range(0, n, step):
         stop = min(n, start + step)
         tile = native.dequantize_rows_into(w, start, stop, buf)          # (rows, K) float32
         w16 = tile16[:tile.numel()].view_as(tile).copy_(tile)            # (rows, K) bfloat16
-        out[:, start:stop] = torch.mm(x16, w16.T)
+        out[:, start:stop] = torch.mm(x16, w16.T)[:m]
