@@ -5,11 +5,12 @@ text first (`tokenizer_st_partition`: longest token text first; control tokens o
 special=True, user-defined ones always), then each remaining piece goes to the model's merge
 engine (tokenizer_backends): 'llama' = SentencePiece merges by score with `<0xNN>` byte
 fallback, a leading space before pieces that follow a special token (or start the text) when
-`add_space_prefix`; 'gpt2' = byte-level BPE after the `tokenizer.ggml.pre` regex splits.
+`add_space_prefix`; 'gpt2' = byte-level BPE after the `tokenizer.ggml.pre` regex splits;
+'gemma4' = SentencePiece-style BPE; 'bert' = WordPiece; 't5' = Unigram.
 Decoding is llama.cpp's `detokenize`: per-token pieces, the first token's leading space dropped
 when `add_space_prefix`, then the `clean_spaces` pass of some BPE pre-tokenizers.
 Token attributes, default ids and end-of-generation tokens follow `llama_vocab::impl::load`,
-including its guesses from token text (`<end_of_turn>`, `<|im_end|>`, ... become control).
+including its guesses from token text (tokenizer_special).
 """
 
 from __future__ import annotations
@@ -22,44 +23,11 @@ from .gguf_file import open_gguf
 from .pretokenizers import pre_tokenizer
 from .tokenizer_backends import (BpeBackend, SpmBackend, SpmBpeBackend, UgmBackend, WpmBackend,
                                  clean_spaces, gpt2_decode)
+from .tokenizer_special import (BYTE, C_SPACE, CONTROL, K, LSTRIP, NORMAL, RSTRIP, SPECIAL,
+                                TYPE_ATTR, UNKNOWN, UNUSED, USER_DEFINED, guess_roles, special_ids,
+                                strip_flags)
 
-K = "tokenizer.ggml."
 SUPPORTED_MODELS = ("gpt2", "llama", "gemma4", "bert", "t5")
-
-# llama_token_attr bits; GGUF token_type (gguf.TokenType 1..6) -> attribute.
-UNKNOWN, UNUSED, NORMAL, CONTROL, USER_DEFINED, BYTE = 1, 2, 4, 8, 16, 32
-LSTRIP, RSTRIP = 128, 256
-_TYPE_ATTR = {1: NORMAL, 2: UNKNOWN, 3: CONTROL, 4: USER_DEFINED, 5: UNUSED, 6: BYTE}
-_SPECIAL = CONTROL | USER_DEFINED | UNKNOWN  # cut out of the text before merging
-_C_SPACE = " \t\n\v\f\r"  # C isspace(), used by lstrip / rstrip
-
-# id keys (role -> key suffix; deprecated prefix/suffix/middle last, as llama.cpp reads them)
-_ID_KEYS = (("bos", "bos"), ("eos", "eos"), ("eot", "eot"), ("eom", "eom"), ("unk", "unknown"),
-            ("sep", "seperator"), ("pad", "padding"), ("mask", "mask"), ("fim_pre", "fim_pre"),
-            ("fim_suf", "fim_suf"), ("fim_mid", "fim_mid"), ("fim_pad", "fim_pad"),
-            ("fim_rep", "fim_rep"), ("fim_sep", "fim_sep"), ("fim_pre", "prefix"),
-            ("fim_suf", "suffix"), ("fim_mid", "middle"))
-# Roles llama.cpp guesses from token text when no id key set them; a match becomes control.
-_GUESSED = {
-    "eot": ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-            "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>",
-            "<end_of_utterance>"),
-    "eom": ("<|eom_id|>",),
-    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
-                "▁<PRE>", "<|code_prefix|>", "<|prefix|>"),
-    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
-                "▁<SUF>", "<|code_suffix|>", "<|suffix|>"),
-    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
-                "▁<MID>", "<|code_middle|>", "<|middle|>"),
-    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
-    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
-    "fim_sep": ("<|file_sep|>",),
-}
-_EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>",
-              "<|calls|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>",
-              "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>", "<eos>",
-              "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[")
-_ALWAYS_RENDERED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")  # gpt-oss
 
 
 @dataclass(frozen=True)
@@ -83,78 +51,15 @@ def _read_vocab(meta: dict, source: str) -> tuple[list[str], list[float], list[i
         if arr is not None and len(arr) < n:
             raise GGUFFormatError(f"{source}: {K}{key} has {len(arr)} entries for {n} tokens")
     scores = [float(s) for s in scores[:n]] if scores is not None else [0.0] * n
-    attrs = [_TYPE_ATTR.get(t, 0) for t in types[:n]] if types is not None else [NORMAL] * n
+    attrs = [TYPE_ATTR.get(t, 0) for t in types[:n]] if types is not None else [NORMAL] * n
     return texts, scores, attrs
-
-
-def _special_ids(meta: dict, model: str, no_bos: bool, n: int) -> dict[str, int | None]:
-    """bos/eos/... ids: llama.cpp's per-model defaults, then the id keys that are in range."""
-    ids: dict[str, int | None] = dict.fromkeys(r for r, _ in _ID_KEYS)
-    ids.update({"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11},
-                "bert": {"bos": 101, "unk": 100, "sep": 102, "pad": 0, "mask": 103},
-                "t5": {"eos": 1, "unk": 2, "pad": 0}}.get(model, {}))
-    if no_bos:
-        ids["bos"] = None
-    ids = {r: (i if i is not None and i < n else None) for r, i in ids.items()}
-    for role, key in _ID_KEYS:
-        value = meta.get(f"{K}{key}_token_id")
-        if isinstance(value, int) and 0 <= value < n:
-            ids[role] = value
-    return ids
-
-
-def _guess_roles(index: dict[str, int], attrs: list[int], ids: dict) -> set[int]:
-    """llama.cpp's text-based guesses: fills unset roles, marks guesses control, returns EOG."""
-    for role, names in _GUESSED.items():
-        found = [index[t] for t in names if t in index]
-        if ids[role] is None and found:
-            ids[role] = found[0]
-            attrs[found[0]] |= CONTROL
-    eog = {ids[r] for r in ("fim_pad", "fim_rep", "fim_sep") if ids[r] is not None}
-    for name in _EOG_TEXTS:
-        if name in index:
-            eog.add(index[name])
-            attrs[index[name]] |= CONTROL
-    for name in _ALWAYS_RENDERED:
-        if name in index:
-            attrs[index[name]] = USER_DEFINED
-    eog |= {ids[r] for r in ("eos", "eot", "eom") if ids[r] is not None}
-    by_text = {name: index[name] for name in ("<|return|>", "<|call|>", "<|calls|>", "<|flush|>",
-                                              "<|end|>", "<|tool_response>", "</s>")
-               if index.get(name) in eog}
-    has = by_text.__contains__
-    ends_message = has("<|return|>") or has("<|flush|>")
-    if has("<|end|>") and ends_message and (has("<|call|>") or has("<|calls|>")):
-        eog.discard(by_text["<|end|>"])  # harmony / solar-open: <|end|> ends a message only
-        attrs[by_text["<|end|>"]] = USER_DEFINED
-    if has("<|tool_response>") and has("</s>"):
-        eog.discard(by_text["</s>"])  # gemma4: </s> is plain text
-        attrs[by_text["</s>"]] = NORMAL
-    return eog
-
-
-def _strip_flags(meta: dict, index: dict[str, int], attrs: list[int], special: list[int]) -> None:
-    """llama.cpp's per-model lstrip/rstrip attributes (phi-3, jina-v2)."""
-    name = str(meta.get("general.name", "")).lower()
-    pre, arch = str(meta.get(K + "pre", "")), str(meta.get("general.architecture", ""))
-    if any(s in pre for s in ("jina-v2-de", "jina-v2-es", "jina-v2-code")) or \
-            any(s in arch for s in ("nomic-bert-moe", "jina-bert-v3")):
-        if "<mask>" in index:
-            attrs[index["<mask>"]] |= LSTRIP
-    elif "phi-3" in name or "phi3" in name:
-        for i in special:
-            attrs[i] |= RSTRIP
-        for text in ("</s>", "<unk>", "<s>", "<|endoftext|>"):
-            if text in index:
-                i = index[text]
-                attrs[i] = attrs[i] | RSTRIP if text == "</s>" else attrs[i] & ~RSTRIP
 
 
 class Tokenizer:
     """Text <-> token ids exactly as llama.cpp computes them for a GGUF's vocabulary.
 
-    Attributes: n_vocab, model ('llama' | 'gpt2' | 'gemma4' | 'bert' | 't5'), pre, bos_id, eos_id (None when absent),
-    eot_ids (ids that end a turn: eos/eot/eom and llama.cpp's end-of-generation guesses),
+    Attributes: n_vocab, model ('llama' | 'gpt2' | 'gemma4' | 'bert' | 't5'), pre, bos_id,
+    eos_id (None when absent), eot_ids (ids that end a turn: eos/eot/eom and llama.cpp's end-of-generation guesses),
     add_bos, add_eos.
     """
 
@@ -172,8 +77,8 @@ class Tokenizer:
             raise GGUFFormatError(f"{source}: duplicate token {dup!r} in {K}tokens")
         spm, gemma4, wpm, ugm = (model == m for m in ("llama", "gemma4", "bert", "t5"))
         pre = None if spm or gemma4 or wpm or ugm else pre_tokenizer(meta.get(K + "pre"), source)
-        ids = _special_ids(meta, model, bool(pre and pre.no_bos), len(texts))
-        self.eot_ids = frozenset(_guess_roles(index, attrs, ids))
+        ids = special_ids(meta, model, bool(pre and pre.no_bos), len(texts))
+        self.eot_ids = frozenset(guess_roles(index, attrs, ids))
         self.model, self.n_vocab = model, len(texts)
         self.pre = "gemma4" if gemma4 else meta.get(K + "pre", "default")
         self.bos_id, self.eos_id, self._sep_id = ids["bos"], ids["eos"], ids["sep"]
@@ -188,34 +93,36 @@ class Tokenizer:
             if getattr(self._flags, flag) and ids[role] is None:
                 raise MissingKeyError(f"{source}: {K}{flag}_token is true but "
                                       f"{K}{role}_token_id is not set")
-        special = sorted((i for i, a in enumerate(attrs) if a & _SPECIAL),  # longest bytes first
+        special = sorted((i for i, a in enumerate(attrs) if a & SPECIAL),  # longest bytes first
                          key=lambda i: -len(texts[i].encode("utf-8", "surrogateescape")))
-        _strip_flags(meta, index, attrs, special)
+        strip_flags(meta, index, attrs, special)
         self._texts, self._attrs, self._order = texts, attrs, {i: k for k, i in enumerate(special)}
         self._by_first: dict[str, list[int]] = {}
         for i in special:
             self._by_first.setdefault(texts[i][0], []).append(i)
         self._pieces: dict[int, bytes] = {}
-        if spm:
-            self._backend = SpmBackend(texts, scores, source, ids["unk"])
-        elif ugm:
+        self._backend = self._make_backend(meta, scores, ids["unk"], pre, source)
+
+    def _make_backend(self, meta: dict, scores: list[float], unk: int | None, pre, source: str):
+        """The merge engine of this vocabulary's model (tokenizer_backends)."""
+        texts, attrs, model = self._texts, self._attrs, self.model
+        if model == "llama":
+            return SpmBackend(texts, scores, source, unk)
+        if model == "t5":
             charsmap = bytes(b & 0xFF for b in meta.get(K + "precompiled_charsmap", []))
-            self._backend = UgmBackend(
-                texts, scores, [bool(a & (NORMAL | USER_DEFINED | UNUSED)) for a in attrs],
-                [bool(a & USER_DEFINED) for a in attrs], ids["unk"], charsmap,
-                self._flags.add_space_prefix,
-                bool(meta.get(K + "remove_extra_whitespaces", False)), source)
-        elif wpm:
+            matched = [bool(a & (NORMAL | USER_DEFINED | UNUSED)) for a in attrs]
+            return UgmBackend(texts, scores, matched, [bool(a & USER_DEFINED) for a in attrs],
+                              unk, charsmap, self._flags.add_space_prefix,
+                              bool(meta.get(K + "remove_extra_whitespaces", False)), source)
+        if model == "bert":
             lowercase = bool(meta.get(K + "normalizer.lowercase", True))
-            self._backend = WpmBackend(texts, ids["unk"], lowercase,
-                                       bool(meta.get(K + "normalizer.strip_accents", lowercase)),
-                                       source)
-        elif K + "merges" not in meta:
+            return WpmBackend(texts, unk, lowercase,
+                              bool(meta.get(K + "normalizer.strip_accents", lowercase)), source)
+        if K + "merges" not in meta:
             raise MissingKeyError(f"{source}: required metadata key '{K}merges' is missing")
-        elif gemma4:
-            self._backend = SpmBpeBackend(texts, meta[K + "merges"], source)
-        else:
-            self._backend = BpeBackend(texts, meta[K + "merges"], pre, source)
+        if model == "gemma4":
+            return SpmBpeBackend(texts, meta[K + "merges"], source)
+        return BpeBackend(texts, meta[K + "merges"], pre, source)
 
     @classmethod
     def from_metadata(cls, meta: dict, source: str = "<metadata>") -> Tokenizer:
@@ -305,13 +212,13 @@ class Tokenizer:
                 start, end = part
                 while (hit := text.find(word, start, end)) >= 0:
                     left = hit
-                    while attr & LSTRIP and left > start and text[left - 1] in _C_SPACE:
+                    while attr & LSTRIP and left > start and text[left - 1] in C_SPACE:
                         left -= 1
                     if left > start:
                         out.append((start, left))
                     out.append(tid)
                     start = hit + len(word)
-                    while attr & RSTRIP and start < end and text[start] in _C_SPACE:
+                    while attr & RSTRIP and start < end and text[start] in C_SPACE:
                         start += 1
                 if start < end:
                     out.append((start, end))
@@ -333,7 +240,7 @@ class Tokenizer:
 
     def _raw_piece(self, token_id: int, attr: int) -> bytes:
         text = self._texts[token_id]
-        if attr & _SPECIAL:
+        if attr & SPECIAL:
             return text.encode("utf-8", "surrogateescape")
         if attr & NORMAL:
             if self.model != "gpt2":                  # SentencePiece-style: '▁' is a space

@@ -194,7 +194,7 @@ class WpmBackend:
     def __init__(self, texts: list[str], unk_id: int | None, lowercase: bool, strip_accents: bool,
                  source: str):
         vocab: dict[str, int] = {}
-        for i, t in enumerate(texts):       # llama.cpp: '▁x' starts a word; WordPiece: '##x' goes on one
+        for i, t in enumerate(texts):   # llama.cpp: '▁x' starts a word; WordPiece: '##x' goes on
             key = t[1:] if t.startswith("\u2581") else "##" + t
             if key not in ("", "##"):
                 vocab.setdefault(key, i)
