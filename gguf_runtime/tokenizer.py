@@ -59,8 +59,8 @@ class Tokenizer:
     """Text <-> token ids exactly as llama.cpp computes them for a GGUF's vocabulary.
 
     Attributes: n_vocab, model ('llama' | 'gpt2' | 'gemma4' | 'bert' | 't5'), pre, bos_id,
-    eos_id (None when absent), eot_ids (ids that end a turn: eos/eot/eom and llama.cpp's end-of-generation guesses),
-    add_bos, add_eos.
+    eos_id (None when absent), eot_ids (ids that end a turn: eos/eot/eom and llama.cpp's
+    end-of-generation guesses), add_bos, add_eos.
     """
 
     def __init__(self, meta: dict, source: str = "<metadata>"):
