@@ -36,21 +36,30 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _ours_after_prefill(path: str, threads: int, n_prompt: int, n_ctx: int):
+    """gguf-runtime loaded and prefilled with the benchmark prompt, timed: (model, cache, last
+    logits, load seconds, prefill seconds). Runs under torch.inference_mode by the caller."""
+    import gguf_runtime
+    from gguf_runtime.generate import prefill
+
+    t0 = time.perf_counter()
+    model = gguf_runtime.load(path, n_ctx=n_ctx, threads=threads)
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(n_prompt, model.config.vocab_size)
+    cache = model._new_cache(model.n_ctx)
+    t0 = time.perf_counter()
+    logits = prefill(model.transformer, ids, cache)
+    return model, cache, logits, load_s, time.perf_counter() - t0
+
+
 def _worker_ours(path: str, threads: int, n_prompt: int, n_decode: int) -> BenchResult:
     import torch
 
-    import gguf_runtime
-    from gguf_runtime.generate import decode_one, prefill
+    from gguf_runtime.generate import decode_one
 
-    t0 = time.perf_counter()
-    model = gguf_runtime.load(path, n_ctx=n_prompt + n_decode + 8, threads=threads)
-    load_s = time.perf_counter() - t0
-    ids = _prompt_ids(n_prompt, model.config.vocab_size)
     with torch.inference_mode():
-        cache = model._new_cache(model.n_ctx)
-        t0 = time.perf_counter()
-        logits = prefill(model.transformer, ids, cache)
-        prefill_s = time.perf_counter() - t0
+        model, cache, logits, load_s, prefill_s = _ours_after_prefill(
+            path, threads, n_prompt, n_prompt + n_decode + 8)
         t0 = time.perf_counter()
         for _ in range(n_decode):
             logits = decode_one(model.transformer, int(logits.argmax()), cache)
@@ -93,16 +102,12 @@ def _worker_profile(path: str, threads: int, n_prompt: int, n_decode: int) -> di
     """gguf-runtime's decode-step profile (gguf_runtime.profiling) after an n_prompt prefill."""
     import torch
 
-    import gguf_runtime
-    from gguf_runtime.generate import prefill
     from gguf_runtime.profiling import profile_decode
 
-    model = gguf_runtime.load(path, n_ctx=n_prompt + 2 * n_decode + 8, threads=threads)
-    ids = _prompt_ids(n_prompt, model.config.vocab_size)
     with torch.inference_mode():
-        cache = model._new_cache(model.n_ctx)
-        token = int(prefill(model.transformer, ids, cache).argmax())
-    return profile_decode(model.transformer, cache, token, n_decode).to_dict()
+        model, cache, logits, _, _ = _ours_after_prefill(path, threads, n_prompt,
+                                                         n_prompt + 2 * n_decode + 8)
+    return profile_decode(model.transformer, cache, int(logits.argmax()), n_decode).to_dict()
 
 
 WORKERS = {"gguf-runtime": _worker_ours, "llama.cpp": _worker_llama, "profile": _worker_profile}
