@@ -25,6 +25,7 @@ class BenchResult:
     prefill_tok_s: float
     decode_tok_s: float
     peak_rss_mib: float
+    kernels: str = ""               # gguf-runtime: the kernel backends in use, best first
 
 
 def _prompt_ids(n: int, n_vocab: int) -> list[int]:
@@ -64,8 +65,10 @@ def _worker_ours(path: str, threads: int, n_prompt: int, n_decode: int) -> Bench
         for _ in range(n_decode):
             logits = decode_one(model.transformer, int(logits.argmax()), cache)
         decode_s = time.perf_counter() - t0
+    from quant.kernels import available_backends
+
     return BenchResult("gguf-runtime", load_s, n_prompt / prefill_s, n_decode / decode_s,
-                       _peak_rss_mib())
+                       _peak_rss_mib(), ", ".join(available_backends()))
 
 
 def _worker_llama(path: str, threads: int, n_prompt: int, n_decode: int) -> BenchResult:
@@ -173,6 +176,7 @@ def format_table(path: str, threads: int, results: list[BenchResult], floor=None
                     f"{ours.decode_tok_s / ref.decode_tok_s:13.2f} "
                     f"{ours.peak_rss_mib / ref.peak_rss_mib:13.2f}")
         rows.append("(ratio: ours/llama.cpp for speed and RSS, llama.cpp/ours for load)")
+    rows += [f"{r.engine} kernels: {r.kernels}" for r in results if r.kernels]
     if floor is not None:
         line = (f"bandwidth floor: {floor.active_bytes / 1e6:.1f} MB read per token at "
                 f"{floor.gb_per_s:.1f} GB/s = {floor.tok_per_s:.1f} tok/s")

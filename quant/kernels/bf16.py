@@ -10,7 +10,7 @@ both real models: the mean logit gap to llama.cpp moves from 0.166 to 0.176 (Smo
 0.230 (Gemma 3); prefill runs 1.5x faster (BENCHMARKS.md). Skipped for an exact QLinear (the
 output head: logits of 16 to 32 would round to steps of 1/8).
 
-Taken only where it is measured faster: `available()` times one 256 x 1024 x 1024 product in
+Taken only where it is measured faster: `available()` times one 128 x 1024 x 512 product in
 both precisions, once, with the thread count of the time, and needs bfloat16 to win by
 MIN_SPEEDUP (CPUs with AVX512-BF16 or AMX: about 2.5x on 2 cores; elsewhere torch emulates it
 and it loses). GGUF_RUNTIME_KERNELS=native,reference keeps prefill in float32.
@@ -28,7 +28,7 @@ from .registry import register, register_backend
 BACKEND = "bf16"
 MIN_SPEEDUP = 1.3
 ROW_BUCKET = 32    # x rows padded to a multiple: oneDNN builds one primitive per shape
-_PROBE = (256, 1024, 1024)            # (M, K, N) of the timing product
+_PROBE = (128, 1024, 512)             # (M, K, N) of the timing product: about 8 ms here
 
 
 def _seconds(x: torch.Tensor, w: torch.Tensor, reps: int = 3) -> float:
