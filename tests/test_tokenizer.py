@@ -121,6 +121,21 @@ def test_special_tokens_follow_the_special_flag(real):
     assert tok.decode(end_id) == turn_end and tok.decode(end_id, skip_special=True) == ""
 
 
+# -- llama.cpp's own tokenizer tests (tests/fixtures/llama_cpp_vocab/README.md) -------------
+
+LLAMA_CPP_VOCABS = sorted((Path(__file__).parent / "fixtures" / "llama_cpp_vocab").glob("*.gguf"))
+
+
+@pytest.mark.parametrize("vocab", LLAMA_CPP_VOCABS, ids=lambda p: p.stem)
+def test_llama_cpp_vocab_tests(vocab):
+    tok = load_tokenizer(vocab)
+    texts = Path(f"{vocab}.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    wants = Path(f"{vocab}.out").read_text(encoding="utf-8").split("\n")
+    assert len(texts) >= 40 and len(wants) >= len(texts) - 1
+    for text, want in zip(texts, wants):
+        assert tok.encode(text, add_bos=False, special=False) == [int(i) for i in want.split()], text
+
+
 # -- tiny vocabulary-only GGUFs ---------------------------------------------------------------
 
 SPM_TOKENS = (["<unk>", "<s>", "</s>", "<|turn|>"] + [f"<0x{b:02X}>" for b in range(256)]
