@@ -6,8 +6,8 @@
 
 Error per element, u = 2^-8 (bfloat16's unit roundoff; 8 significant bits, about what
 llama.cpp's 8-bit activations keep): |out - x @ W.T| <= 2u (|x| @ |W|.T) + u |out|. Measured on
-both real models: the mean logit gap to llama.cpp moves from 0.166 to 0.176 (SmolLM2) and stays
-0.230 (Gemma 3); prefill runs 1.5x faster (BENCHMARKS.md). Skipped for an exact QLinear (the
+both real models: the mean logit gap to llama.cpp moves from 0.166 to 0.174 (SmolLM2) and from
+0.230 to 0.226 (Gemma 3); prefill runs 1.5x faster (BENCHMARKS.md). Skipped for an exact QLinear (the
 output head: logits of 16 to 32 would round to steps of 1/8).
 
 Taken only where it is measured faster: `available()` times one 128 x 1024 x 512 product in
