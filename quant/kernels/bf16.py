@@ -60,15 +60,12 @@ register_backend(BACKEND, priority=15, available=_available, reduced_precision=T
 @register(BACKEND, native.DEQUANT_TYPES, ["prefill"])
 def dequant_matmul_bf16(x: torch.Tensor, w, out: torch.Tensor) -> None:
     """out = x @ W.T as native.dequant_matmul, multiplied in bfloat16 (see the module's bound)."""
-    n, k = w.shape
-    step = max(1, native.PREFILL_TILE_WEIGHTS // k)
-    buf = torch.empty(min(n, step) * k, dtype=torch.float32)
-    tile16 = torch.empty(min(n, step) * k, dtype=torch.bfloat16)
-    m = x.shape[0]
+    m, k = x.shape
     x16 = torch.zeros(-(-m // ROW_BUCKET) * ROW_BUCKET, k, dtype=torch.bfloat16)  # (M', K)
     x16[:m] = x
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        tile = native.dequantize_rows_into(w, start, stop, buf)          # (rows, K) float32
+    tile16 = None
+    for start, stop, tile in native.dequantized_tiles(w):                # (rows, K) float32
+        if tile16 is None:                                               # the first is the largest
+            tile16 = torch.empty(tile.numel(), dtype=torch.bfloat16)
         w16 = tile16[:tile.numel()].view_as(tile).copy_(tile)            # (rows, K) bfloat16
         out[:, start:stop] = torch.mm(x16, w16.T)[:m]

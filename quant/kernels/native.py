@@ -277,15 +277,22 @@ def dequantize_rows_into(w: QTensor, start: int, stop: int, buf: torch.Tensor) -
     return buf[:n_weights].view(stop - start, w.n_cols)
 
 
-@register("native", DEQUANT_TYPES, ["prefill"])
-def dequant_matmul(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
-    """out = x @ W.T through PREFILL_TILE_WEIGHTS-sized native-dequantized tiles in one buffer."""
+def dequantized_tiles(w: QTensor):
+    """Yield (start, stop, tile): W's rows [start, stop) dequantized, float32 (rows, K), about
+    PREFILL_TILE_WEIGHTS weights each, all in one reused buffer (a tile is valid until the next)."""
     n, k = w.shape
     step = max(1, PREFILL_TILE_WEIGHTS // k)
     buf = torch.empty(min(n, step) * k, dtype=torch.float32)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        torch.mm(x, dequantize_rows_into(w, start, stop, buf).T, out=out[:, start:stop])
+        yield start, stop, dequantize_rows_into(w, start, stop, buf)
+
+
+@register("native", DEQUANT_TYPES, ["prefill"])
+def dequant_matmul(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
+    """out = x @ W.T through PREFILL_TILE_WEIGHTS-sized native-dequantized tiles in one buffer."""
+    for start, stop, tile in dequantized_tiles(w):
+        torch.mm(x, tile.T, out=out[:, start:stop])
 
 
 @register_group("native")
