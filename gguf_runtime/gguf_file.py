@@ -199,9 +199,9 @@ class GGUFFile:
         n_tensors, n_kv = cur.u64("tensor count"), cur.u64("metadata count")
         if n_kv * 13 > cur.end - cur.pos:
             raise cur.fail(f"metadata count {n_kv} cannot fit in the file")
-        meta = self._metadata(cur, n_kv)
+        meta, types = self._metadata(cur, n_kv)
         if first:
-            self.metadata = meta
+            self.metadata, self.metadata_types = meta, types
         if n_tensors * 32 > cur.end - cur.pos:
             raise cur.fail(f"tensor count {n_tensors} cannot fit in the file")
         alignment = meta.get("general.alignment", DEFAULT_ALIGNMENT)
@@ -238,7 +238,8 @@ class GGUFFile:
         if first:
             self.version = version
 
-    def _metadata(self, cur: _Cursor, n_kv: int) -> dict[str, Any]:
+    def _metadata(self, cur: _Cursor, n_kv: int) -> tuple[dict[str, Any], dict]:
+        """key -> value, and key -> (value type id, array element type id or None)."""
         meta: dict[str, Any] = {}
         types: dict[str, tuple[int, int | None]] = {}
         for i in range(n_kv):
@@ -250,9 +251,7 @@ class GGUFFile:
                 etype = int.from_bytes(cur.buf[cur.pos:cur.pos + 4], "little")
             meta[key] = cur.value(vtype, f"metadata {key!r}")
             types[key] = (vtype, etype)
-        if not self.metadata_types:                     # the first file of a split set
-            self.metadata_types = types
-        return meta
+        return meta, types
 
     def _tensor_info(self, cur: _Cursor) -> tuple:
         name = cur.string("tensor name")
