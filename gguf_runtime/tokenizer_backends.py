@@ -96,6 +96,14 @@ def spm_model_proto(pieces: list[bytes], scores: list[float], kinds: list[int],
     return b"".join(records) + _message(2, trainer) + _message(3, normalizer)
 
 
+def _sentencepiece(proto: bytes, source: str) -> sentencepiece.SentencePieceProcessor:
+    """A processor for the serialized ModelProto; UnsupportedError naming `source` if refused."""
+    try:
+        return sentencepiece.SentencePieceProcessor(model_proto=proto)
+    except (RuntimeError, OSError) as e:
+        raise UnsupportedError(f"{source}: sentencepiece rejects this vocabulary: {e}") from None
+
+
 class SpmBackend:
     """SentencePiece-style merges by token score, with `<0xNN>` byte fallback."""
 
@@ -106,12 +114,7 @@ class SpmBackend:
         kinds = [_BYTE if len(t) == 6 and _BYTE_PIECE.fullmatch(t) else _NORMAL for t in texts]
         if _BYTE not in kinds and unk_id is not None:
             kinds[unk_id] = _UNKNOWN       # sentencepiece needs one unless it has byte fallback
-        try:
-            self._sp = sentencepiece.SentencePieceProcessor(
-                model_proto=spm_model_proto(pieces, scores, kinds))
-        except (RuntimeError, OSError) as e:
-            raise UnsupportedError(f"{source}: sentencepiece rejects this vocabulary: "
-                                   f"{e}") from None
+        self._sp = _sentencepiece(spm_model_proto(pieces, scores, kinds), source)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (spaces already part of it; escaped to '▁' here)."""
@@ -138,11 +141,7 @@ class UgmBackend:
         proto = spm_model_proto([t.encode("utf-8", "surrogateescape") for t in texts], scores,
                                 kinds, _UNIGRAM, charsmap, add_space_prefix,
                                 remove_extra_whitespaces, escape_whitespaces=True)
-        try:
-            self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
-        except (RuntimeError, OSError) as e:
-            raise UnsupportedError(f"{source}: sentencepiece rejects this vocabulary: "
-                                   f"{e}") from None
+        self._sp = _sentencepiece(proto, source)
 
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text)
