@@ -65,20 +65,29 @@ def top(logits: np.ndarray, k: int) -> list[list]:
     return [[int(i), float(logits[i])] for i in idx]
 
 
+def greedy_rows(llm: Llama, ids: list[int], n: int):
+    """llama.cpp's greedy decode after `ids` (token by token): yields the logits row of each of
+    at most n steps, feeding each row's argmax, stopping after EOS."""
+    llm.reset()
+    llm.eval(ids)
+    for k in range(n):
+        row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        yield row
+        token = int(np.argmax(row))
+        if token == llm.token_eos() or k + 1 == n:
+            return
+        llm.eval([token])
+
+
 def run_prompt(llm: Llama, text: str, chat: bool) -> dict:
     # add_bos=True: llama.cpp still follows the file's add_bos_token (SmolLM2 adds none).
     ids = llm.tokenize(text.encode(), add_bos=True, special=True)
-    llm.reset()
-    llm.eval(ids)
-    last = np.array(llm.scores[len(ids) - 1], dtype=np.float32)
-    steps, logits = [], last
-    for _ in range(N_GREEDY):
-        t5 = top(logits, 5)
+    steps, last = [], None
+    for row in greedy_rows(llm, ids, N_GREEDY):
+        if last is None:                                   # the last prompt position
+            last = row
+        t5 = top(row, 5)
         steps.append({"token": t5[0][0], "top5": t5})
-        if t5[0][0] == llm.token_eos():
-            break
-        llm.eval([t5[0][0]])
-        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
     return {"text": text, "chat": chat, "ids": ids, "top10": top(last, 10), "greedy": steps,
             "batched_top1": batched_top1(llm, ids, [s["token"] for s in steps])}
 
@@ -124,14 +133,7 @@ def nudged_run(llm: Llama, case: dict) -> None:
         top5.append([float(row[i]) for i, _ in step["top5"]])
         if k + 1 < len(want):
             llm.eval([tok])
-    llm.reset()
-    llm.eval(ids)
-    free = []
-    while len(free) < len(want):
-        free.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
-        if free[-1] == llm.token_eos() or len(free) == len(want):
-            break
-        llm.eval([free[-1]])
+    free = [int(np.argmax(row)) for row in greedy_rows(llm, ids, len(want))]
     case["nudged_top1"], case["nudged_top5_logits"], case["nudged_greedy"] = top1, top5, free
 
 
