@@ -14,8 +14,9 @@ quantize activations), so logits differ by a few tenths; the bars are the issue'
   change of 6e-8). Activations rounded to 8 bits in every matmul turn a last-bit difference into
   0.16 (SmolLM2) to 0.26 (Gemma 3) logits on average within 30 layers, so llama.cpp on the
   nudged file changes its argmax at 13 and 8 of the 288 steps and keeps only 2/9 of its own
-  free-running continuations on both models. Our teacher-forced mismatches must stay within twice llama.cpp's own, our mean logit
-  difference from llama.cpp within LOGIT_GAP_FACTOR of the nudged llama.cpp's, and the count of
+  free-running continuations on both models. Our teacher-forced mismatches must stay within
+  twice llama.cpp's own, our mean logit difference from llama.cpp within LOGIT_GAP_FACTOR of the
+  nudged llama.cpp's, and the count of
   identical free-running continuations is reported next to llama.cpp's against itself: which
   prompts survive 32 free-running steps is decided by the last bit of arithmetic, not by
   whether the model is computed right. What the free-running test asserts is that every
