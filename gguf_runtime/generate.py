@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from quant.kernels.registry import prompt_rows
+
 from .kv_cache import KVCache
 from .sampling import SamplingParams, make_generator, sample
 from .transformer import Transformer
@@ -28,17 +30,24 @@ class Step:
 
 def prefill(model: Transformer, ids: list[int], cache: KVCache, chunk: int = PREFILL_CHUNK,
             all_logits: bool = False) -> torch.Tensor:
-    """Feed `ids` in chunks; returns logits of the last token (V,) or of all of them (T, V)."""
+    """Feed `ids` in chunks; returns logits of the last token (V,) or of all of them (T, V).
+
+    A prompt's rows are computed in float32 activations whatever their number (no Q8_K
+    rounding: quant.kernels.registry.prompt_rows), so its logits and its cache depend on the
+    chunking, on cache reuse and on what ran before only by float32 summation order (measured
+    and tested: tests/test_determinism.py)."""
     cache.check_room(len(ids))
     outs = []
-    for i in range(0, len(ids), chunk):
-        part = torch.tensor(ids[i:i + chunk], dtype=torch.long)
-        outs.append(model.forward(part, cache, all_logits=all_logits))
+    with prompt_rows():
+        for i in range(0, len(ids), chunk):
+            part = torch.tensor(ids[i:i + chunk], dtype=torch.long)
+            outs.append(model.forward(part, cache, all_logits=all_logits))
     return torch.cat(outs) if all_logits else outs[-1][0]
 
 
 def decode_one(model: Transformer, token: int, cache: KVCache) -> torch.Tensor:
-    """Feed one token; returns the next-token logits (V,)."""
+    """Feed one generated token; returns the next-token logits (V,). Its rows take the decode
+    kernels of generated tokens (x rounded to Q8_K for Q4_K / Q6_K weights, as llama.cpp)."""
     cache.check_room(1)
     return model.forward(torch.tensor([token], dtype=torch.long), cache)[0]
 

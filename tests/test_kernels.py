@@ -541,14 +541,23 @@ def test_native_rope_matches_the_torch_form(neox, n_rot, dk):
         assert torch.allclose(got, want[t:t + 1], rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_prefill_is_taken_only_where_measured_faster(monkeypatch):
-    from quant.kernels import bf16
+def test_bf16_prefill_runs_only_when_named_and_within_its_bound(monkeypatch):
+    """bf16 is opt-in: never the default; named, it is taken on CPUs with bfloat16 hardware
+    (cpu.bf16_native) and stays within the module's bound of the float64 product."""
+    from quant.kernels import cpu
     native_or_skip()
-    assert bf16.measured_speedup() > 0                   # the real probe runs
-    monkeypatch.setattr(bf16, "measured_speedup", lambda: 1.0)
-    assert not bf16._available()
-    monkeypatch.setattr(bf16, "measured_speedup", lambda: bf16.MIN_SPEEDUP)
-    assert bf16._available()
+    w = make_weight(T.Q4_K, 64, 512)
+    assert kernel_for(w, 40).backend != "bf16"
+    monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "bf16,native,reference")
+    if not cpu.bf16_native():
+        assert kernel_for(w, 40).backend == "native"
+        pytest.skip(f"no bfloat16 hardware here ({cpu.describe()})")
+    kernel = kernel_for(w, 40)
+    assert kernel.backend == "bf16" and kernel_for(w, 4).backend == "native"   # prefill path only
+    x = torch.randn(40, 512, generator=torch.Generator().manual_seed(2))
+    out = torch.empty(40, 64)
+    kernel.fn(x, w, out)
+    assert_close(out, x, w, bf16=True)
 
 
 def test_exact_linears_and_the_env_keep_prefill_in_float32(monkeypatch):
@@ -559,6 +568,9 @@ def test_exact_linears_and_the_env_keep_prefill_in_float32(monkeypatch):
     x = torch.randn(40, 512, generator=torch.Generator().manual_seed(1))
     exact = torch.empty(40, 64)
     native.dequant_matmul(x, w, exact)
+    assert torch.equal(QLinear(w, exact=True)(x), exact)
+    assert torch.equal(QLinear(w)(x), exact)                 # bf16 is opt-in: not by default
+    monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "bf16,native,reference")
     assert torch.equal(QLinear(w, exact=True)(x), exact)
     if "bf16" in available_backends():
         assert not torch.equal(QLinear(w)(x), exact)

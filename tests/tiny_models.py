@@ -23,6 +23,10 @@ COMMON = dict(hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
               num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, vocab_size=VOCAB,
               max_position_embeddings=128, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2,
               pad_token_id=0)
+# Widths whose rows are whole K-quant blocks (256), so a Q4_K_M file really holds Q4_K / Q6_K
+# matrices (tests/test_precision.py); Gemma's query scale follows its head dim.
+WIDE = dict(hidden_size=256, intermediate_size=512, head_dim=64)
+WIDE_GEMMA = dict(WIDE, query_pre_attn_scalar=64)
 GEMMA = dict(head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM,
              hidden_activation="gelu_pytorch_tanh")
 
@@ -38,12 +42,13 @@ class TinyCase:
     config: dict = field(default_factory=dict)
     window: int = 0                    # sliding window, so tests can use a longer sequence
 
-    def build(self, seed: int = 0) -> torch.nn.Module:
-        """The float32 model in eval mode with eager attention, parameters drawn from `seed`."""
+    def build(self, seed: int = 0, **overrides) -> torch.nn.Module:
+        """The float32 model in eval mode with eager attention, parameters drawn from `seed`;
+        `overrides` replace config values (e.g. WIDE)."""
         import transformers
 
         torch.manual_seed(seed)
-        cfg = getattr(transformers, self.config_class)(**{**COMMON, **self.config})
+        cfg = getattr(transformers, self.config_class)(**{**COMMON, **self.config, **overrides})
         cfg._attn_implementation = "eager"
         model = getattr(transformers, self.model_class)(cfg).float().eval()
         randomize(model, seed)

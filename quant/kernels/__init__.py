@@ -4,12 +4,16 @@ Kernels are chosen through one dispatch table (see .registry), keyed by (GGML ty
     path "decode"  (at most DECODE_MAX_ROWS x rows): native fused dequantize-and-dot (csrc/),
     path "prefill" (more rows): dequantize W in bounded tiles, one BLAS matmul per tile.
 Backends, best first: "triton" (weights and x on a CUDA device only: Triton kernels for
-Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q5_K/Q6_K, see .triton_kernels), "q8k" (decode only: the native rows with x rounded to Q8_K and integer
-dot products for Q4_K / Q6_K, as llama.cpp; see .native), "bf16" (prefill only, where measured faster: native
-dequantization, bfloat16 matmul; see .bf16), "native" (C + OpenMP, built on first
-use; see .native) and "reference" (pure torch, always available, the oracle; see .reference).
-GGUF_RUNTIME_KERNELS=native,reference keeps float x everywhere (A/B of the q8k rows and of the
-bfloat16 prefill).
+Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q5_K/Q6_K, see .triton_kernels), "q8k" (opt-in, generated tokens only:
+the native rows with x rounded to Q8_K and integer dot products for Q4_K / Q6_K, as llama.cpp;
+see .native), "bf16" (opt-in, prefill only, on CPUs with bfloat16 hardware: native dequantization,
+bfloat16 matmul; see .bf16), "native" (C + OpenMP, built on first use; see .native) and
+"reference" (pure torch, always available, the oracle; see .reference). Which one runs is a
+function of the CPU's flags (.cpu), the weight's type, the rows' role (a prompt's rows are
+never rounded: registry.prompt_rows) and GGUF_RUNTIME_KERNELS, never of a timing;
+`describe_choices()` says what was chosen here. By default x stays float32 everywhere;
+GGUF_RUNTIME_KERNELS=q8k,native,block,reference turns the Q8_K rows on for generated tokens,
+naming bf16 too (bf16,q8k,native,block,reference) the bfloat16 prefill.
 F32 weights are a zero-copy float view and a plain torch matmul. GGUF_RUNTIME_KERNELS=reference forces the reference path.
 
 The whole of W is never dequantized at once: at most one tile (a few MB of float32).
@@ -27,10 +31,12 @@ import torch
 
 from ..errors import QuantError
 from ..qtensor import QTensor
-from . import bf16, block_step, native, reference, triton_kernels  # noqa: F401  (importing registers their kernels)
-from .registry import DECODE_MAX_ROWS, Kernel, allowed_backends, backend_available, path_for, select, set_threads
+from . import bf16, block_step, cpu, native, reference, triton_kernels  # noqa: F401  (importing registers their kernels)
+from .registry import (DECODE_MAX_ROWS, Kernel, allowed_backends, backend_available, env_spec, path_for,
+                       prompt_rows, select, set_threads)
 
-__all__ = ["qmatmul", "set_num_threads", "available_backends", "kernel_for", "DECODE_MAX_ROWS"]
+__all__ = ["qmatmul", "set_num_threads", "available_backends", "kernel_for", "describe_choices",
+           "DECODE_MAX_ROWS"]
 
 
 def qmatmul(x: torch.Tensor, w: QTensor, backend: str | None = None) -> torch.Tensor:
@@ -78,3 +84,28 @@ def available_backends() -> tuple[str, ...]:
     """Backends qmatmul may use here, best first: available (native built and loaded, which this
     triggers) and allowed by GGUF_RUNTIME_KERNELS."""
     return tuple(name for name in allowed_backends() if backend_available(name))
+
+
+def describe_choices() -> str:
+    """The kernel choice here and why, one line: the CPU's facts, the backends a prompt's rows
+    and a generated token's take (best first), which types round x to Q8_K, and bf16's state."""
+    with prompt_rows():
+        prompt = available_backends()
+    generated = available_backends()
+    q8k = "q8k" in generated and native.q8k_types()
+    if "bf16" in prompt:
+        bf16_state = "bf16 on (named in GGUF_RUNTIME_KERNELS)"
+    elif cpu.bf16_native():
+        bf16_state = "bf16 off (opt-in: name it in GGUF_RUNTIME_KERNELS; this CPU has bfloat16 hardware)"
+    else:
+        bf16_state = "bf16 off (no AVX512-BF16 / AMX-BF16 here)"
+    if q8k:
+        rounding = f"x rounded to Q8_K for {'/'.join(t.name for t in q8k)} (q8k named: llama.cpp's rounding)"
+    elif native.q8k_types():
+        rounding = "x float32 (q8k integer rows opt-in: name q8k in GGUF_RUNTIME_KERNELS)"
+    else:
+        rounding = "x float32 (no q8k integer rows: no AVX2 build)"
+    spec = env_spec()
+    return (f"CPU {cpu.describe()} | prompt rows: {', '.join(prompt)}, x float32 | generated tokens: "
+            f"{', '.join(generated)}, {rounding} | {bf16_state}"
+            + (f" | GGUF_RUNTIME_KERNELS={spec}" if spec else ""))

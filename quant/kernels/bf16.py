@@ -1,60 +1,39 @@
-"""Prefill matmuls in bfloat16 where this CPU multiplies bfloat16 faster (backend "bf16").
+"""Prefill matmuls in bfloat16 (backend "bf16", opt-in: GGUF_RUNTIME_KERNELS=bf16,q8k,native,block,reference).
 
     out (M, N) = x (M, K) @ W.T: W dequantized natively to float32 one tile of rows at a time,
     the tile and x rounded to bfloat16, one torch bfloat16 matmul per tile (float32 sums
     inside oneDNN), its bfloat16 result widened into out.
 
 Error per element, u = 2^-8 (bfloat16's unit roundoff; 8 significant bits, about what
-llama.cpp's 8-bit activations keep): |out - x @ W.T| <= 2u (|x| @ |W|.T) + u |out|. Measured on
-both real models: the mean logit gap to llama.cpp moves from 0.166 to 0.174 (SmolLM2) and from
-0.230 to 0.226 (Gemma 3); prefill runs 1.5x faster (BENCHMARKS.md). Skipped for an exact QLinear (the
-output head: logits of 16 to 32 would round to steps of 1/8).
+llama.cpp's 8-bit activations keep): |out - x @ W.T| <= 2u (|x| @ |W|.T) + u |out|. It rounds
+the weights as well as x (llama.cpp rounds x only), and only prompt calls of more than
+DECODE_MAX_ROWS rows take it, so with it a prompt's logits depend on its chunking by about that
+bound: hence opt-in, never the default. Measured error next to llama.cpp's, and the speed it
+buys (1.3-3x prefill on AVX512-BF16), in BENCHMARKS.md section 5. Skipped for an exact QLinear
+(the output head: logits of 16 to 32 would round to steps of 1/8).
 
-Taken only where it is measured faster: `available()` times one 128 x 1024 x 512 product in
-both precisions, once, with the thread count of the time, and needs bfloat16 to win by
-MIN_SPEEDUP (CPUs with AVX512-BF16 or AMX: about 2.5x on 2 cores; elsewhere torch emulates it
-and it loses). GGUF_RUNTIME_KERNELS=native,reference keeps prefill in float32.
+Available only where the CPU multiplies bfloat16 in hardware (cpu.bf16_native(): AVX512-BF16 or
+AMX-BF16); elsewhere torch emulates it and it is slower than float32, so naming it there leaves
+prefill in float32. Decided from the CPU's flags, never by timing.
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from . import native
+from . import cpu, native
 from .registry import register, register_backend
 
 BACKEND = "bf16"
-MIN_SPEEDUP = 1.3
 ROW_BUCKET = 32    # x rows padded to a multiple: oneDNN builds one primitive per shape
-_PROBE = (128, 1024, 512)             # (M, K, N) of the timing product: about 8 ms here
-
-
-def _seconds(x: torch.Tensor, w: torch.Tensor, reps: int = 3) -> float:
-    """Best wall time of x @ w.T over `reps` runs (after one warm-up)."""
-    torch.mm(x, w.T)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(x, w.T)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def measured_speedup() -> float:
-    """float32 time / bfloat16 time of the probe product on this CPU, now."""
-    m, k, n = _PROBE
-    gen = torch.Generator().manual_seed(0)
-    x, w = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen)
-    return _seconds(x, w) / _seconds(x.bfloat16(), w.bfloat16())
 
 
 def _available() -> bool:
-    return native.load() is not None and measured_speedup() >= MIN_SPEEDUP
+    return native.load() is not None and cpu.bf16_native()
 
 
-register_backend(BACKEND, priority=15, available=_available, reduced_precision=True)
+register_backend(BACKEND, priority=15, available=_available, reduced_precision=True,
+                 rounds_activations=True, opt_in=True)
 
 
 @register(BACKEND, native.DEQUANT_TYPES, ["prefill"])

@@ -20,10 +20,12 @@ Kernels registered here:
                           weight (`bind_gemv`: pointers and sizes converted once) and, for several
                           weights on one x (Q, K, V; gate and up with the activation fused),
                           ggr_gemv_multi: one call, one OpenMP region (`bind_group`).
-    decode, backend "q8k" (priority above "native", the default): the same calls with x rounded to
-                          Q8_K where an integer row kernel exists (Q4_K, Q6_K with AVX2; see
-                          csrc/q8k_avx2.h), as llama.cpp's CPU backend does; other types as
-                          "native". GGUF_RUNTIME_KERNELS=native,reference gives the float rows.
+    decode, backend "q8k" (opt-in, priority above "native", for generated tokens only, never a
+                          prompt's rows, see registry.prompt_rows): the same calls with x rounded
+                          to Q8_K where an integer row kernel exists (Q4_K, Q6_K where the library
+                          was built with AVX2; see csrc/q8k_avx2.h), as llama.cpp's CPU backend
+                          does; other types as "native". GGUF_RUNTIME_KERNELS=q8k,native,block,
+                          reference turns it on.
     prefill (many rows):  ggr_dequant into a reused float32 tile buffer, then one torch matmul
                           per tile (one pass, 3-40x faster than the multi-pass torch dequantizers).
 """
@@ -216,7 +218,10 @@ def _build_and_load() -> ctypes.CDLL | None:
 
 
 register_backend("native", priority=10, available=lambda: load() is not None)
-register_backend(Q8K_BACKEND, priority=20, available=lambda: bool(q8k_types()))
+# q8k rounds x: opt-in, and for generated tokens only; a prompt's rows stay float32
+# (registry.prompt_rows). Its error next to llama.cpp's: BENCHMARKS.md section 5.
+register_backend(Q8K_BACKEND, priority=20, available=lambda: bool(q8k_types()), rounds_activations=True,
+                 opt_in=True, prompt_rows_ok=False)
 
 
 def q8k_types() -> tuple[T, ...]:

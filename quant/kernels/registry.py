@@ -12,11 +12,22 @@ a layer calling it every token pays only for the call (`Kernel.bind`). A backend
 a group kernel (`register_group`): several W against one x in one call, optionally with a gated
 activation fused in (see `GroupFn`). The environment
 variable GGUF_RUNTIME_KERNELS, a comma-separated list of backend names, restricts which
-backends may run (GGUF_RUNTIME_KERNELS=reference forces the pure-torch reference path).
+backends may run (GGUF_RUNTIME_KERNELS=reference forces the pure-torch reference path); an
+opt-in backend (bf16) runs only where the variable names it.
+
+Precision is a function of the weight's type, the role of the rows and the settings, never of
+how many rows a call has or of what ran before. By default no backend rounds activations: the
+two that do (q8k: x rounded to Q8_K for generated tokens, as llama.cpp; bf16: bfloat16 prompt
+matmuls) are opt-in, because on llama.cpp-quantized tiny models of every family neither was
+always at most llama.cpp's own error (BENCHMARKS.md section 5). Prompt rows (`with
+prompt_rows():`, which generate.prefill uses) never take q8k even when it is named: a prompt is
+computed in float32 however it is chunked or reused. Both roles' choices are cached apart (the
+role is part of env_spec()).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -52,6 +63,9 @@ class Backend:
     cpu_only: bool = True
     gpu_only: bool = False              # its kernels take device (not CPU) tensors only
     reduced_precision: bool = False     # rounds below float32 (bfloat16): skipped for exact=True
+    rounds_activations: bool = False    # rounds x (Q8_K, bfloat16)
+    opt_in: bool = False                # runs only when GGUF_RUNTIME_KERNELS names it
+    prompt_rows_ok: bool = True         # may compute a prompt's rows even if it rounds x (bf16)
 
 
 @dataclass(frozen=True)
@@ -85,9 +99,13 @@ _ENABLED: dict[tuple[str, str], bool] = {}   # backend_enabled() cache
 
 
 def register_backend(name: str, priority: int, available: Callable[[], bool], cpu_only: bool = True,
-                     gpu_only: bool = False, reduced_precision: bool = False) -> None:
-    """Declare a backend; `available()` decides, once and lazily, whether its kernels may run."""
-    _BACKENDS[name] = Backend(name, priority, available, cpu_only, gpu_only, reduced_precision)
+                     gpu_only: bool = False, reduced_precision: bool = False,
+                     rounds_activations: bool = False, opt_in: bool = False,
+                     prompt_rows_ok: bool = True) -> None:
+    """Declare a backend; `available()` decides, once and lazily, whether its kernels may run
+    (from the CPU's features and the native library, never from a timing)."""
+    _BACKENDS[name] = Backend(name, priority, available, cpu_only, gpu_only, reduced_precision,
+                              rounds_activations, opt_in, prompt_rows_ok)
     _SELECTED.clear()
 
 
@@ -143,9 +161,29 @@ def backend_enabled(name: str) -> bool:
     return _ENABLED[key]
 
 
+_ROLE = threading.local()               # .prompt: rows of a prompt are being computed
+
+
+@contextlib.contextmanager
+def prompt_rows():
+    """Within: the rows computed are a prompt's (prefill), which never take a backend that
+    rounds activations unless it is opt-in and named (see the module docstring)."""
+    before = getattr(_ROLE, "prompt", False)
+    _ROLE.prompt = True
+    try:
+        yield
+    finally:
+        _ROLE.prompt = before
+
+
+def in_prompt_rows() -> bool:
+    return getattr(_ROLE, "prompt", False)
+
+
 def env_spec() -> str:
-    """The current GGUF_RUNTIME_KERNELS value (part of every cached kernel choice's key)."""
-    return os.environ.get(ENV_BACKENDS, "")
+    """The current GGUF_RUNTIME_KERNELS value and row role (part of every cached kernel choice's
+    key, so a prompt's kernels and a generated token's are bound apart)."""
+    return os.environ.get(ENV_BACKENDS, "") + ("\0prompt" if in_prompt_rows() else "")
 
 
 def backend_available(name: str) -> bool:
@@ -158,16 +196,21 @@ def backend_available(name: str) -> bool:
 
 
 def allowed_backends() -> tuple[str, ...]:
-    """Backends GGUF_RUNTIME_KERNELS allows (all declared ones when unset), best first.
+    """Backends that may run now, best first: those GGUF_RUNTIME_KERNELS names (when unset, every
+    declared one that is not opt-in), less, for prompt rows, those that round activations and
+    may not compute a prompt's rows (q8k; see prompt_rows).
 
     Raises QuantError naming the declared backends when the variable names an unknown one.
     """
     spec = os.environ.get(ENV_BACKENDS, "").strip()
-    names = [s.strip() for s in spec.split(",") if s.strip()] if spec else list(_BACKENDS)
+    names = [s.strip() for s in spec.split(",") if s.strip()] if spec else \
+        [n for n, b in _BACKENDS.items() if not b.opt_in]
     unknown = [n for n in names if n not in _BACKENDS]
     if unknown:
         raise QuantError(f"{ENV_BACKENDS}={spec!r} names unknown backend(s) {', '.join(unknown)}; "
                          f"known: {', '.join(_BACKENDS)}")
+    if in_prompt_rows():
+        names = [n for n in names if not _BACKENDS[n].rounds_activations or _BACKENDS[n].prompt_rows_ok]
     return tuple(sorted(names, key=lambda n: -_BACKENDS[n].priority))
 
 
