@@ -11,7 +11,9 @@ import gguf_runtime
 from gguf_runtime.generate import decode_one, prefill
 from quant.kernels import native
 
-OP_BY_OP = "q8k,native,reference"        # every decode op from Python: no "block" backend
+# (one-call step, every decode op from Python: no "block" backend), by default and with the
+# opt-in Q8_K rows named
+PAIRS = (("", "native,reference"), ("q8k,native,block,reference", "q8k,native,reference"))
 
 
 def decode_logits(path: Path, ids: list[int], n_prompt: int, kernels: str,
@@ -35,7 +37,9 @@ def assert_block_step_is_op_by_op(path: Path, ids: list[int], n_prompt: int, n_f
     (with a `kv_type` cache: "f16" also checks the step's rounding of keys and values)."""
     if native.load() is None:
         pytest.skip("native kernels unavailable")
-    fused, n = decode_logits(path, ids, n_prompt, "", monkeypatch, kv_type)
-    ops, none = decode_logits(path, ids, n_prompt, OP_BY_OP, monkeypatch, kv_type)
-    assert (n, none) == (n_fused, 0)
-    assert torch.equal(fused, ops), f"max difference {(fused - ops).abs().max().item():.3g}"
+    for with_step, op_by_op in PAIRS:
+        fused, n = decode_logits(path, ids, n_prompt, with_step, monkeypatch, kv_type)
+        ops, none = decode_logits(path, ids, n_prompt, op_by_op, monkeypatch, kv_type)
+        assert (n, none) == (n_fused, 0)
+        assert torch.equal(fused, ops), \
+            f"{with_step or 'default'}: max difference {(fused - ops).abs().max().item():.3g}"

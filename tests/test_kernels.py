@@ -210,6 +210,8 @@ def test_a_kernel_is_one_registration_and_unregistered_pairs_fall_through(monkey
         assert (qmatmul(torch.randn(2, 64), w8) == 1).all() and len(calls) == 1
         fallback = "native" if "native" in available_backends() else "reference"
         assert kernel_for(w8, 100).backend == prefill_backend()
+        assert kernel_for(w4, 1).backend == fallback                  # q8k is opt-in
+        monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "q8k,native,reference")
         assert kernel_for(w4, 1).backend == (native.Q8K_BACKEND if registry.backend_available(native.Q8K_BACKEND)
                                              else fallback)
         monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "native,reference")
