@@ -18,35 +18,79 @@ from .errors import GGUFFormatError, MissingKeyError
 _MISSING = object()
 
 
+# Sanity bounds of the integer keys (llama.cpp: LLAMA_MAX_LAYERS 512, LLAMA_MAX_EXPERTS 512).
+MAX_LAYERS, MAX_EXPERTS, MAX_WIDTH, MAX_HEADS, MAX_CONTEXT = 512, 512, 1 << 20, 1 << 12, (1 << 31) - 1
+
+
+def _short(x: Any, n: int = 80) -> str:
+    text = " ".join(repr(x).split())
+    return text if len(text) <= n else text[:n] + "..."
+
+
 class _Keys:
-    """Typed access to `{arch}.*` keys with one-line errors naming the key."""
+    """Typed access to `{arch}.*` keys with one-line errors naming the key: numbers finite,
+    integers whole and within bounds, an array only where a per-layer value may be one."""
 
     def __init__(self, meta: dict[str, Any], arch: str, source: str):
         self.meta, self.arch, self.source = meta, arch, source
 
-    def get(self, suffix: str, default: Any = _MISSING, kind: type | tuple = (int, float)) -> Any:
+    def _bad(self, suffix: str, what: str) -> GGUFFormatError:
+        return GGUFFormatError(f"{self.source}: metadata key {self.arch}.{suffix} {what}")
+
+    def get(self, suffix: str, default: Any = _MISSING, kind: type | tuple = (int, float),
+            array_ok: bool = False) -> Any:
         key = f"{self.arch}.{suffix}"
         value = self.meta.get(key, _MISSING)
         if value is _MISSING:
             if default is _MISSING:
                 raise MissingKeyError(f"{self.source}: required metadata key {key!r} is missing")
             return default
+        if isinstance(value, list):
+            if not array_ok:
+                raise self._bad(suffix, f"should be one value, got an array of {len(value)}")
+            return [self._scalar(suffix, v, kind) for v in value]
+        return self._scalar(suffix, value, kind)
+
+    def _scalar(self, suffix: str, value: Any, kind) -> Any:
         bool_ok = kind is bool or (isinstance(kind, tuple) and bool in kind)
         if isinstance(value, bool) and not bool_ok:
-            raise GGUFFormatError(f"{self.source}: metadata key {key!r} should be a number")
-        if not isinstance(value, kind) and not isinstance(value, list):
-            raise GGUFFormatError(f"{self.source}: metadata key {key!r} has type "
-                                  f"{type(value).__name__}, expected {kind}")
+            raise self._bad(suffix, "should be a number, got a bool")
+        if not isinstance(value, kind):
+            raise self._bad(suffix, f"has type {type(value).__name__}, expected "
+                                    f"{getattr(kind, '__name__', None) or '/'.join(k.__name__ for k in kind)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._bad(suffix, f"is {value}, not a finite number")
         return value
 
-    def per_layer(self, suffix: str, n_layer: int, default: Any = _MISSING) -> tuple[int, ...]:
-        value = self.get(suffix, default)
+    def int(self, suffix: str, default: Any = _MISSING, lo: int = 0, hi: int = MAX_CONTEXT) -> int:
+        """An integer key (a whole float is accepted) within [lo, hi]."""
+        return self._int_in(suffix, self.get(suffix, default), lo, hi)
+
+    def _int_in(self, suffix: str, value: Any, lo: int, hi: int) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise self._bad(suffix, f"is {value}, not a whole number")
+        n = int(value)
+        if not lo <= n <= hi:
+            raise self._bad(suffix, f"is {_short(n)}, outside {lo}..{hi}")
+        return n
+
+    def float(self, suffix: str, default: Any = _MISSING, lo: float = -math.inf,
+              hi: float = math.inf) -> float:
+        """A finite number key within [lo, hi]."""
+        x = float(self.get(suffix, default))
+        if not lo <= x <= hi:
+            raise self._bad(suffix, f"is {x}, outside {lo}..{hi}")
+        return x
+
+    def per_layer(self, suffix: str, n_layer: int, default: Any = _MISSING, lo: int = 0,
+                  hi: int = MAX_WIDTH) -> tuple[int, ...]:
+        value = self.get(suffix, default, array_ok=True)
         if isinstance(value, list):
             if len(value) != n_layer:
                 raise GGUFFormatError(f"{self.source}: {self.arch}.{suffix} has {len(value)} "
                                       f"entries for {n_layer} blocks")
-            return tuple(int(v) for v in value)
-        return (int(value),) * n_layer
+            return tuple(self._int_in(suffix, v, lo, hi) for v in value)
+        return (self._int_in(suffix, value, lo, hi),) * n_layer
 
 
 @dataclass(frozen=True)
@@ -122,45 +166,58 @@ class ModelConfig:
             raise MissingKeyError(f"{source}: required metadata key 'general.architecture' "
                                   f"is missing")
         k = _Keys(meta, arch, source)
-        n_layer = int(k.get("block_count"))
-        n_embd = int(k.get("embedding_length"))
-        if n_layer <= 0 or n_embd <= 0:
-            raise GGUFFormatError(f"{source}: block_count and embedding_length must be positive")
-        heads = k.per_layer("attention.head_count", n_layer)
-        if min(heads) <= 0:
-            raise GGUFFormatError(f"{source}: {arch}.attention.head_count must be positive")
-        key_length = int(k.get("attention.key_length", n_embd // heads[0]))
+        n_layer = k.int("block_count", lo=1, hi=MAX_LAYERS)
+        n_embd = k.int("embedding_length", lo=1, hi=MAX_WIDTH)
+        heads = k.per_layer("attention.head_count", n_layer, lo=1, hi=MAX_HEADS)
+        key_length = k.int("attention.key_length", n_embd // heads[0], lo=1, hi=MAX_WIDTH)
         tokens = meta.get("tokenizer.ggml.tokens")
-        window = int(k.get("attention.sliding_window", 0))
-        return cls(
+        window = k.int("attention.sliding_window", 0)
+        config = cls(
             architecture=arch,
-            context_length=int(k.get("context_length")),
+            context_length=k.int("context_length", lo=1),
             embedding_length=n_embd,
             block_count=n_layer,
             feed_forward_length=k.per_layer("feed_forward_length", n_layer, 0),
             head_count=heads,
-            head_count_kv=k.per_layer("attention.head_count_kv", n_layer, list(heads)),
+            head_count_kv=k.per_layer("attention.head_count_kv", n_layer, list(heads), lo=0, hi=MAX_HEADS),
             key_length=key_length,
-            value_length=int(k.get("attention.value_length", n_embd // heads[0])),
-            rope_dimension_count=int(k.get("rope.dimension_count", key_length)),
-            rope_freq_base=float(k.get("rope.freq_base", 10000.0)),
-            rope_freq_base_swa=float(k.get("rope.freq_base_swa", 10000.0)),
+            value_length=k.int("attention.value_length", n_embd // heads[0], lo=1, hi=MAX_WIDTH),
+            rope_dimension_count=k.int("rope.dimension_count", key_length, hi=MAX_WIDTH),
+            rope_freq_base=k.float("rope.freq_base", 10000.0, lo=1e-30),
+            rope_freq_base_swa=k.float("rope.freq_base_swa", 10000.0, lo=1e-30),
             rope_scaling=_rope_scaling(k),
-            norm_epsilon=float(k.get("attention.layer_norm_rms_epsilon",
-                                     k.get("attention.layer_norm_epsilon", 1e-5))),
-            vocab_size=int(k.get("vocab_size", len(tokens) if isinstance(tokens, list) else 0)),
+            norm_epsilon=k.float("attention.layer_norm_rms_epsilon",
+                                 k.get("attention.layer_norm_epsilon", 1e-5), lo=0.0, hi=1.0),
+            vocab_size=k.int("vocab_size", len(tokens) if isinstance(tokens, list) else 0),
             sliding_window=window,
             swa_layers=_swa_layers(k, n_layer, window, swa_pattern_default),
-            attn_logit_softcapping=float(k.get("attn_logit_softcapping", 0.0)),
-            final_logit_softcapping=float(k.get("final_logit_softcapping", 0.0)),
-            attention_scale=float(k.get("attention.scale", 0.0)),
+            attn_logit_softcapping=k.float("attn_logit_softcapping", 0.0, lo=0.0),
+            final_logit_softcapping=k.float("final_logit_softcapping", 0.0, lo=0.0),
+            attention_scale=k.float("attention.scale", 0.0, lo=0.0),
             **_moe_fields(k),
             nextn_predict_layers=_nextn_layers(k, n_layer),
             **_mla_fields(k),
-            embedding_scale=float(k.get("embedding_scale", 0.0)),
-            residual_scale=float(k.get("residual_scale", 0.0)),
-            logit_scale=float(k.get("logit_scale", 0.0)),
+            embedding_scale=k.float("embedding_scale", 0.0),
+            residual_scale=k.float("residual_scale", 0.0),
+            logit_scale=k.float("logit_scale", 0.0),
         )
+        config._check_relations(source)
+        return config
+
+    def _check_relations(self, source: str) -> None:
+        """What must hold between keys for the model's math to be defined (one-line errors)."""
+        a = self.architecture
+        problems = []
+        for i, (h, kv) in enumerate(zip(self.head_count, self.head_count_kv)):
+            if kv == 0 or h % kv:
+                problems.append(f"{a}.attention.head_count_kv ({kv}) must divide head_count ({h}) "
+                                f"(block {i})")
+                break
+        if self.rope_dimension_count % 2 or self.rope_dimension_count > self.key_length:
+            problems.append(f"{a}.rope.dimension_count ({self.rope_dimension_count}) must be even "
+                            f"and at most the key length ({self.key_length})")
+        if problems:
+            raise GGUFFormatError(f"{source}: {problems[0]}")
 
     @property
     def trunk_block_count(self) -> int:
@@ -194,18 +251,17 @@ class ModelConfig:
 
 def _rope_scaling(k: _Keys) -> RopeScaling:
     kind = k.get("rope.scaling.type", "linear", kind=str)
-    factor = float(k.get("rope.scaling.factor", k.get("rope.scale_linear", 0.0)) or 1.0)
+    factor = k.float("rope.scaling.factor", k.get("rope.scale_linear", 0.0), lo=0.0) or 1.0
     if kind == "linear" and factor == 1.0:
         kind = "none"
     return RopeScaling(
         kind=kind,
         factor=factor,
-        original_context=int(k.get("rope.scaling.original_context_length",
-                                   k.get("context_length"))),
-        attn_factor=float(k.get("rope.scaling.attn_factor", 1.0)),
-        yarn_beta_fast=float(k.get("rope.scaling.yarn_beta_fast", 32.0)),
-        yarn_beta_slow=float(k.get("rope.scaling.yarn_beta_slow", 1.0)),
-        yarn_log_mul=float(k.get("rope.scaling.yarn_log_multiplier", 0.0)),
+        original_context=k.int("rope.scaling.original_context_length", k.get("context_length")),
+        attn_factor=k.float("rope.scaling.attn_factor", 1.0),
+        yarn_beta_fast=k.float("rope.scaling.yarn_beta_fast", 32.0),
+        yarn_beta_slow=k.float("rope.scaling.yarn_beta_slow", 1.0),
+        yarn_log_mul=k.float("rope.scaling.yarn_log_multiplier", 0.0),
     )
 
 
@@ -213,35 +269,35 @@ def _swa_layers(k: _Keys, n_layer: int, window: int, default_period: int) -> tup
     """llama.cpp's set_swa_pattern: with period n, layer il slides iff il % n < n - 1."""
     if window <= 0:
         return (False,) * n_layer
-    pattern = k.get("attention.sliding_window_pattern", default_period, kind=(int, bool))
+    pattern = k.get("attention.sliding_window_pattern", default_period, kind=(int, bool), array_ok=True)
     if isinstance(pattern, list):
         if len(pattern) != n_layer:
             raise GGUFFormatError(f"{k.source}: {k.arch}.attention.sliding_window_pattern has "
                                   f"{len(pattern)} entries for {n_layer} blocks")
         return tuple(bool(p) for p in pattern)
-    n = int(pattern)
+    n = k._int_in("attention.sliding_window_pattern", pattern, 0, MAX_LAYERS)
     return tuple(n == 0 or il % n < n - 1 for il in range(n_layer))
 
 
 def _moe_fields(k: _Keys) -> dict[str, Any]:
     return dict(
-        expert_count=int(k.get("expert_count", 0)),
-        expert_used_count=int(k.get("expert_used_count", 0)),
-        expert_feed_forward_length=int(k.get("expert_feed_forward_length", 0)),
-        expert_shared_count=int(k.get("expert_shared_count", 0)),
-        expert_shared_feed_forward_length=int(k.get("expert_shared_feed_forward_length", 0)),
-        expert_weights_scale=float(k.get("expert_weights_scale", 1.0)),
+        expert_count=k.int("expert_count", 0, hi=MAX_EXPERTS),
+        expert_used_count=k.int("expert_used_count", 0, hi=MAX_EXPERTS),
+        expert_feed_forward_length=k.int("expert_feed_forward_length", 0, hi=MAX_WIDTH),
+        expert_shared_count=k.int("expert_shared_count", 0, hi=MAX_EXPERTS),
+        expert_shared_feed_forward_length=k.int("expert_shared_feed_forward_length", 0, hi=MAX_WIDTH),
+        expert_weights_scale=k.float("expert_weights_scale", 1.0),
         expert_weights_norm=bool(k.get("expert_weights_norm", False, kind=(bool, int))),
-        expert_gating_func=int(k.get("expert_gating_func", 0)),
-        expert_group_count=int(k.get("expert_group_count", 0)),
-        expert_group_used_count=int(k.get("expert_group_used_count", 0)),
-        leading_dense_block_count=int(k.get("leading_dense_block_count", 0)),
+        expert_gating_func=k.int("expert_gating_func", 0, hi=16),
+        expert_group_count=k.int("expert_group_count", 0, hi=MAX_EXPERTS),
+        expert_group_used_count=k.int("expert_group_used_count", 0, hi=MAX_EXPERTS),
+        leading_dense_block_count=k.int("leading_dense_block_count", 0, hi=MAX_LAYERS),
     )
 
 
 def _nextn_layers(k: _Keys, n_layer: int) -> int:
     """llama.cpp's n_layer_nextn: at most block_count - 1 here, so a trunk remains to run."""
-    n = int(k.get("nextn_predict_layers", 0))
+    n = k.int("nextn_predict_layers", 0, hi=MAX_LAYERS)
     if not 0 <= n < n_layer:
         raise GGUFFormatError(f"{k.source}: {k.arch}.nextn_predict_layers is {n}; it must be "
                               f"below {k.arch}.block_count ({n_layer})")
@@ -249,5 +305,5 @@ def _nextn_layers(k: _Keys, n_layer: int) -> int:
 
 
 def _mla_fields(k: _Keys) -> dict[str, Any]:
-    return {f: int(k.get(f"attention.{f}", 0))
+    return {f: k.int(f"attention.{f}", 0, hi=MAX_WIDTH)
             for f in ("q_lora_rank", "kv_lora_rank", "key_length_mla", "value_length_mla")}

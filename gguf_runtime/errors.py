@@ -3,8 +3,20 @@
 from quant.errors import QuantError
 
 
+MAX_MESSAGE = 600     # characters: a message longer than this keeps its head and its tail
+
+
 class GGUFError(Exception):
-    """Base of every error the runtime raises on purpose."""
+    """Base of every error the runtime raises on purpose. Its message is always one line of
+    at most MAX_MESSAGE characters, whatever a hostile file put into it."""
+
+    def __str__(self) -> str:
+        raw = str(self.args[0]) if len(self.args) == 1 else Exception.__str__(self)
+        text = " ".join(raw.split())
+        if len(text) > MAX_MESSAGE:
+            half = MAX_MESSAGE // 2 - 10
+            text = f"{text[:half]} [... {len(text) - 2 * half} characters ...] {text[-half:]}"
+        return text
 
 
 class GGUFFormatError(GGUFError):
@@ -18,8 +30,7 @@ class UnsupportedError(GGUFError):
 class MissingKeyError(GGUFError, KeyError):
     """A required metadata key is absent."""
 
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+    __str__ = GGUFError.__str__  # KeyError's would quote the message
 
 
 class ModelInputError(GGUFError, ValueError):

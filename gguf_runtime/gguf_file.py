@@ -47,6 +47,12 @@ _NUMPY_DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: 
                  7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
 _STRING, _ARRAY = 8, 9
 _MIN_VALUE_SIZE = {**{k: v[1] for k, v in _SCALARS.items()}, _STRING: 8, _ARRAY: 12}
+def _q(name: str, n: int = 80) -> str:
+    """A name for an error message: quoted, at most n characters of it (hostile files carry
+    names of megabytes)."""
+    return repr(name) if len(name) <= n else repr(name[:n]) + f"... ({len(name)} characters)"
+
+
 _SPLIT_NAME = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
@@ -212,13 +218,13 @@ class GGUFFile:
         whole = np.frombuffer(mm, dtype=np.uint8)
         for name, qtype, shape, rel, nbytes in infos:
             if name in self.tensors:
-                raise GGUFFormatError(f"{path}: duplicate tensor name {name!r}")
+                raise GGUFFormatError(f"{path}: duplicate tensor name {_q(name)}")
             if rel % alignment:
-                raise GGUFFormatError(f"{path}: tensor {name!r} data offset {rel} is not "
+                raise GGUFFormatError(f"{path}: tensor {_q(name)} data offset {rel} is not "
                                       f"aligned to {alignment} bytes")
             start = data_start + rel
             if start + nbytes > cur.end:
-                raise GGUFFormatError(f"{path}: tensor {name!r} data ({nbytes} bytes at {start}) "
+                raise GGUFFormatError(f"{path}: tensor {_q(name)} data ({nbytes} bytes at {start}) "
                                       f"runs past the end of the file ({cur.end} bytes): truncated?")
             self.tensors[name] = TensorInfo(name, qtype, shape, start, nbytes,
                                             whole[start:start + nbytes])
@@ -244,37 +250,37 @@ class GGUFFile:
         types: dict[str, tuple[int, int | None]] = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")
-            vtype = cur.u32(f"value type of {key!r}")
+            vtype = cur.u32(f"value type of {_q(key)}")
             etype = None
             if vtype == _ARRAY:
-                cur.need(4, f"element type of {key!r}")
+                cur.need(4, f"element type of {_q(key)}")
                 etype = int.from_bytes(cur.buf[cur.pos:cur.pos + 4], "little")
-            meta[key] = cur.value(vtype, f"metadata {key!r}")
+            meta[key] = cur.value(vtype, f"metadata {_q(key)}")
             types[key] = (vtype, etype)
         return meta, types
 
     def _tensor_info(self, cur: _Cursor) -> tuple:
         name = cur.string("tensor name")
-        n_dims = cur.u32(f"dimension count of tensor {name!r}")
+        n_dims = cur.u32(f"dimension count of tensor {_q(name)}")
         if not 1 <= n_dims <= MAX_DIMS:
-            raise cur.fail(f"tensor {name!r} has {n_dims} dimensions; supported: 1 to {MAX_DIMS}")
-        ne = [cur.u64(f"dimension {i} of tensor {name!r}") for i in range(n_dims)]
-        type_id = cur.u32(f"type of tensor {name!r}")
-        rel = cur.u64(f"data offset of tensor {name!r}")
+            raise cur.fail(f"tensor {_q(name)} has {n_dims} dimensions; supported: 1 to {MAX_DIMS}")
+        ne = [cur.u64(f"dimension {i} of tensor {_q(name)}") for i in range(n_dims)]
+        type_id = cur.u32(f"type of tensor {_q(name)}")
+        rel = cur.u64(f"data offset of tensor {_q(name)}")
         try:
             qtype = GGMLQuantizationType(type_id)
             block, type_size = GGML_QUANT_SIZES[qtype]
         except (ValueError, KeyError):
-            raise cur.fail(f"tensor {name!r} has unknown GGML type id {type_id}") from None
+            raise cur.fail(f"tensor {_q(name)} has unknown GGML type id {type_id}") from None
         if any(d == 0 for d in ne):
-            raise cur.fail(f"tensor {name!r} has a zero-size dimension {ne}")
+            raise cur.fail(f"tensor {_q(name)} has a zero-size dimension {ne}")
         n = 1
         for d in ne:
             n *= d
         if n > INT64_MAX:
-            raise cur.fail(f"tensor {name!r} dimensions {ne} overflow int64")
+            raise cur.fail(f"tensor {_q(name)} dimensions {ne} overflow int64")
         if ne[0] % block:
-            raise cur.fail(f"tensor {name!r} row length {ne[0]} is not a multiple of the "
+            raise cur.fail(f"tensor {_q(name)} row length {ne[0]} is not a multiple of the "
                            f"{qtype.name} block size {block}")
         nbytes = n // block * type_size
         return name, qtype, tuple(reversed(ne)), rel, nbytes
@@ -308,7 +314,7 @@ class GGUFFile:
         try:
             return self.tensors[name]
         except KeyError:
-            raise GGUFFormatError(f"{self.path}: tensor {name!r} not found") from None
+            raise GGUFFormatError(f"{self.path}: tensor {_q(name)} not found") from None
 
     def __repr__(self) -> str:
         return (f"GGUFFile({str(self.path)!r}, v{self.version}, arch={self.architecture!r}, "

@@ -26,10 +26,44 @@ def kv_dtype(kv_type: str) -> torch.dtype:
     return KV_TYPES[kv_type]
 
 
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit (v1 or
+    v2) less its usage; None where unknown."""
+    def read_int(path: str) -> int | None:
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    avail = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = read_int(limit_path), read_int(usage_path)
+        if limit is not None and limit < 1 << 60:
+            left = limit - (usage or 0)
+            avail = left if avail is None else min(avail, left)
+    return avail
+
+
 class KVCache:
     def __init__(self, n_ctx: int, n_kv_heads: tuple[int, ...], key_length: int,
                  value_length: int, kv_type: str = "f32"):
-        self.n_ctx, self.length, dtype = n_ctx, 0, kv_dtype(kv_type)
+        dtype = kv_dtype(kv_type)
+        nbytes = n_ctx * sum(n_kv_heads) * (key_length + value_length) * torch.tensor([], dtype=dtype).element_size()
+        free = available_memory()
+        if free is not None and nbytes > free:
+            raise ModelInputError(f"a KV cache of {n_ctx} tokens needs {nbytes / 2**30:.1f} GiB, more "
+                                  f"than the {max(free, 0) / 2**30:.1f} GiB of memory available; "
+                                  f"lower the context (-c / n_ctx) or use kv_type f16")
+        self.n_ctx, self.length = n_ctx, 0
         self.k = [torch.zeros(h, n_ctx, key_length, dtype=dtype) for h in n_kv_heads]    # (Hkv, n_ctx, Dk)
         self.v = [torch.zeros(h, n_ctx, value_length, dtype=dtype) for h in n_kv_heads]  # (Hkv, n_ctx, Dv)
 

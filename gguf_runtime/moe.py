@@ -23,9 +23,10 @@ from quant.qlinear import ExpertStack, QLinear, QLinearGroup
 
 from .config import ModelConfig
 from .errors import GGUFFormatError
-from .gguf_file import GGUFFile, TensorInfo
+from .gguf_file import GGUFFile
 from .layers import gated_activation
 from .registry import ArchSpec
+from .tensors import BlockTensors
 
 # llama.cpp's llama_expert_gating_func_type; 0 (unset) is the ArchSpec's expert_gating_unset
 # (softmax for deepseek2, sigmoid for glm4moe, as llama.cpp's load_hparams).
@@ -209,51 +210,6 @@ class MoE:
 
 
 # ---------------------------------------------------------------------- loading
-class BlockTensors:
-    """Fetches blk.{i}.* tensors and checks their shapes; errors name the file and tensor.
-
-    `context` ends the error messages ("qwen3moe with 8 experts of width 64").
-    """
-
-    def __init__(self, gf: GGUFFile, i: int, context: str):
-        self.gf, self.i, self.context = gf, i, context
-
-    def info(self, name: str, shape: tuple, required: bool = True) -> TensorInfo | None:
-        """The tensor blk.{i}.{name}; `shape` may hold None for a size read from the file."""
-        full = f"blk.{self.i}.{name}"
-        t = self.gf.tensors.get(full)
-        if t is None:
-            if required:
-                raise GGUFFormatError(f"{self.gf.path}: required tensor {full!r} is missing "
-                                      f"({self.context})")
-            return None
-        got = t.shape
-        while len(got) > len(shape) and got[0] == 1:     # ggml's trailing ne = 1: (1, D) is (D,)
-            got = got[1:]
-        if len(got) != len(shape) or any(w is not None and w != s for w, s in zip(shape, got)):
-            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
-            raise GGUFFormatError(f"{self.gf.path}: tensor {full!r} has shape {t.shape}, "
-                                  f"expected {want} ({self.context})")
-        return t
-
-    def stack(self, name: str, shape: tuple, required: bool = True) -> ExpertStack | None:
-        t = self.info(name, shape, required)
-        if t is None:
-            return None
-        try:
-            return ExpertStack(t.qtensor(), f"blk.{self.i}.{name}")
-        except QuantError as e:
-            raise GGUFFormatError(f"{self.gf.path}: {e}") from None
-
-    def linear(self, name: str, shape: tuple, required: bool = True) -> QLinear | None:
-        t = self.info(name, shape, required)
-        return QLinear(t.qtensor()) if t is not None else None
-
-    def vector(self, name: str, n: int, required: bool = False) -> torch.Tensor | None:
-        t = self.info(name, (n,), required)
-        return t.qtensor().dequantize().reshape(n) if t is not None else None
-
-
 def build_moe(gf: GGUFFile, i: int, config: ModelConfig, spec: ArchSpec) -> MoE:
     """The sparse FFN of block i, every tensor checked against expert_count and the width.
 

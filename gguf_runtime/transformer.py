@@ -32,9 +32,8 @@ from .layers import Rope, RopeParams, attention, causal_mask, gated_activation, 
 from .models.deepseek2 import MLA, build_mla, mla_attention_scale, mla_rope_scaling
 from .moe import MoE, build_moe, is_sparse
 from .registry import ArchSpec
+from .tensors import BlockTensors, Tensors
 
-_LINEARS = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output",
-            "ffn_gate", "ffn_up", "ffn_down")
 _NORMS = ("attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm",
           "ffn_norm", "post_ffw_norm")
 
@@ -70,54 +69,58 @@ class Transformer:
 
     def __init__(self, gf: GGUFFile, config: ModelConfig, spec: ArchSpec):
         self.gf, self.config, self.spec = gf, config, spec
-        self.token_embd = self._qtensor("token_embd.weight")
+        c, d = config, config.embedding_length
+        top = Tensors(gf, "", f"{c.architecture} of width {d}, vocabulary {c.vocab_size}")
+        embd = top.info("token_embd.weight", (c.vocab_size or None, d))
+        n_vocab = embd.shape[-2] if len(embd.shape) > 1 else 1
+        self.token_embd = embd.qtensor()
         out_name = "output.weight" if "output.weight" in gf.tensors else "token_embd.weight"
-        self.output = QLinear(self._qtensor(out_name), exact=True)    # logits stay float32
-        self.output_norm = self._vector("output_norm.weight")
-        self._freq_factors = self._vector("rope_freqs.weight")
+        self.output = QLinear(top.info(out_name, (n_vocab, d)).qtensor(), exact=True)  # logits float32
+        self.output_norm = top.vector("output_norm.weight", d)
+        self._freq_factors = top.vector("rope_freqs.weight", c.rope_dimension_count // 2)
         self._ropes: dict[tuple, Rope] = {}
         if spec.swa_pattern == 0 and config.sliding_window > 0:
             warnings.warn(f"{gf.path}: {spec.name}'s sliding window ({config.sliding_window}) is not "
                           f"applied: full attention, as llama.cpp runs this family", RuntimeWarning, stacklevel=3)
         # llama.cpp's trunk graph: the trailing MTP (nextn) blocks are not run.
         self.blk = [self._block(i) for i in range(config.trunk_block_count)]
-        c = config
         self.embed_scale = math.sqrt(c.embedding_length) if spec.embed_scale_sqrt \
             else (c.embedding_scale or 1.0)
         self.attn_scale = self._attention_scale()
         self._steps: dict[tuple[int, str], BlockStep | None] = {}
 
     # ------------------------------------------------------------------ loading
-    def _qtensor(self, name: str) -> QTensor:
-        info = self.gf.tensors.get(name)
-        if info is None:
-            raise GGUFFormatError(f"{self.gf.path}: required tensor {name!r} is missing")
-        return info.qtensor()
-
-    def _vector(self, name: str) -> torch.Tensor | None:
-        info = self.gf.tensors.get(name)
-        return info.qtensor().dequantize() if info is not None else None
-
     def _block(self, i: int) -> Block:
-        b = Block(index=i)
-        for name in _LINEARS:
-            w = self.gf.tensors.get(f"blk.{i}.{name}.weight")
-            if w is not None:
-                bias = self._vector(f"blk.{i}.{name}.bias")
-                setattr(b, name, QLinear(w.qtensor(), bias))
-        for name in _NORMS:
-            setattr(b, name, self._vector(f"blk.{i}.{name}.weight"))
+        """Block i's tensors, each shape checked against the config (tensors.Tensors)."""
+        c, b = self.config, Block(index=i)
+        d, h, kv = c.embedding_length, c.head_count[i], c.head_count_kv[i]
+        dk = c.key_length
+        dv = (c.value_length_mla or c.value_length) if c.kv_lora_rank > 0 else c.value_length
+        t = BlockTensors(self.gf, i, f"{c.architecture} block {i}: width {d}, {h} heads of "
+                                     f"{dk} / {dv} over {kv} kv heads")
+        for name in _NORMS[:1] + _NORMS[3:]:
+            setattr(b, name, t.vector(f"{name}.weight", d))
         if self.spec.ffn_norm != "ffn_norm":        # glm4moe: the FFN norm has another name
             b.ffn_norm = getattr(b, self.spec.ffn_norm)
             setattr(b, self.spec.ffn_norm, None)
-        c = self.config
-        if is_sparse(c, i):
-            b.moe = build_moe(self.gf, i, c, self.spec)
+        b.attn_q_norm = t.vector("attn_q_norm.weight", [dk, h * dk])
+        b.attn_k_norm = t.vector("attn_k_norm.weight", [dk, kv * dk])
         if c.kv_lora_rank > 0:
             b.mla = build_mla(self.gf, i, c)
-        if (b.attn_q is None and b.attn_qkv is None and b.mla is None) or b.attn_output is None \
-                or (b.moe is None and (b.ffn_up is None or b.ffn_down is None)):
-            raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors")
+        else:
+            b.attn_q = t.linear("attn_q", (h * dk, d), False, bias=True)
+            b.attn_k = t.linear("attn_k", (kv * dk, d), False, bias=True)
+            b.attn_v = t.linear("attn_v", (kv * dv, d), False, bias=True)
+            b.attn_qkv = t.linear("attn_qkv", (h * dk + kv * (dk + dv), d), False, bias=True)
+        b.attn_output = t.linear("attn_output", (d, h * dv), False, bias=True)
+        if is_sparse(c, i):
+            b.moe = build_moe(self.gf, i, c, self.spec)
+        else:
+            self._dense_ffn(t, b, d, c.feed_forward_length[i] or None)
+        qkv_missing = b.mla is None and b.attn_qkv is None and None in (b.attn_q, b.attn_k, b.attn_v)
+        if qkv_missing or b.attn_output is None or (b.moe is None and (b.ffn_up is None or b.ffn_down is None)):
+            raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors (it needs "
+                                  f"attn_qkv or attn_q/k/v, attn_output, ffn_up and ffn_down)")
         self._group_linears(b)
         # only families whose llama.cpp graph has a sliding window apply the file's (see ArchSpec)
         swa = bool(c.swa_layers[i]) if c.swa_layers and self.spec.swa_pattern > 0 else False
@@ -129,6 +132,21 @@ class Transformer:
             scaling=self._rope_scaling(b, swa),
             freq_factors=self._freq_factors))
         return b
+
+    @staticmethod
+    def _dense_ffn(t: BlockTensors, b: Block, d: int, f: int | None) -> None:
+        """ffn_gate / ffn_up (F, D) and ffn_down (D, F); without a gate, ffn_up is the fused
+        [gate; up] of (2F, D) (phi3). F from the config, else from ffn_up."""
+        b.ffn_gate = t.linear("ffn_gate", (f, d), False, bias=True)
+        fused = b.ffn_gate is None
+        b.ffn_up = t.linear("ffn_up", (2 * f if fused and f else f, d), False, bias=True)
+        if b.ffn_up is None:
+            return
+        n_up = b.ffn_up.out_features
+        if (b.ffn_gate is not None and b.ffn_gate.out_features != n_up) or (fused and n_up % 2):
+            raise GGUFFormatError(f"{t.gf.path}: {t.prefix}ffn_up.weight has {n_up} rows, which do not "
+                                  f"match ffn_gate's (or, fused, are odd) ({t.context})")
+        b.ffn_down = t.linear("ffn_down", (d, n_up // 2 if fused else n_up), False, bias=True)
 
     @staticmethod
     def _group_linears(b: Block) -> None:

@@ -59,6 +59,14 @@ FALLBACK_DROPS = ((("-fopenmp",), "OpenMP: the kernels run on one thread"),
                   (("-fopenmp", "-march=native"), "OpenMP and -march=native: one thread, no AVX2 rows"))
 ABI_VERSION = 3
 ENV_CACHE = "GGUF_RUNTIME_CACHE"
+# -march for the build instead of "native" (e.g. x86-64-v3: AVX2 without AVX-512; x86-64-v2:
+# no AVX2, so no q8k rows): runs the suite as a CPU of that kind would (with torch's
+# ATEN_CPU_CAPABILITY=avx2 / default for torch's own kernels).
+ENV_MARCH = "GGUF_RUNTIME_MARCH"
+# GGUF_RUNTIME_ASAN=1: build with AddressSanitizer (the process must preload libasan, as
+# tests/test_fuzz.py's ASan job does): an out-of-bounds access in a kernel aborts with a report.
+ENV_ASAN = "GGUF_RUNTIME_ASAN"
+ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 
 DEQUANT_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
                  T.IQ4_NL, T.IQ4_XS)
@@ -95,12 +103,24 @@ def _cpu_identity() -> str:
     return "\n".join(dict.fromkeys(l for l in lines if l.split(":")[0].strip() in keep))
 
 
+def cflags() -> tuple[str, ...]:
+    """CFLAGS with $GGUF_RUNTIME_MARCH as the -march value when set (letters, digits, - _ .),
+    and AddressSanitizer's flags with GGUF_RUNTIME_ASAN=1."""
+    march = os.environ.get(ENV_MARCH, "").strip()
+    flags = CFLAGS + (ASAN_FLAGS if os.environ.get(ENV_ASAN) == "1" else ())
+    if not march or march == "native":
+        return flags
+    if not all(c.isalnum() or c in "-_." for c in march):
+        raise RuntimeError(f"{ENV_MARCH}={march!r} is not a -march value")
+    return tuple(f"-march={march}" if f == "-march=native" else f for f in flags)
+
+
 def library_path(cc: str) -> Path:
     """Cache file for this source, compiler, flags and machine."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256()
     sources = [f.read_bytes() for f in sorted(SOURCE_DIR.glob("*.[ch]"))]
-    for part in (*sources, cc.encode(), version.encode(), " ".join(CFLAGS).encode(),
+    for part in (*sources, cc.encode(), version.encode(), " ".join(cflags()).encode(),
                  platform.machine().encode(), platform.system().encode(), _cpu_identity().encode()):
         key.update(part + b"\0")
     return cache_dir() / f"ggr_native-{key.hexdigest()[:16]}.so"
@@ -113,7 +133,9 @@ def _build(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        attempts = [(CFLAGS, None)] + [(tuple(f for f in CFLAGS if f not in drop), lost)
+        flags0 = cflags()
+        attempts = [(flags0, None)] + [(tuple(f for f in flags0 if f not in drop and not
+                                              (f.startswith("-march=") and "-march=native" in drop)), lost)
                                        for drop, lost in FALLBACK_DROPS]
         for flags, lost in attempts:
             proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)

@@ -33,6 +33,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
             and (weight is None or weight.is_contiguous())):
         return None
     d = x.shape[-1]
+    if weight is not None and weight.numel() != d:                          # fail closed
+        raise QuantError(f"rms_norm weight of {weight.numel()} values for rows of {d}")
     x2 = x.reshape(-1, d)                                                   # (R, D)
     y = torch.empty(x.shape)
     ldx = x2.stride(0) if x2.shape[0] > 1 else d
@@ -50,6 +52,8 @@ def rope_one(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_rot: int,
             and cos.is_contiguous() and sin.is_contiguous() and cos.numel() == sin.numel() == n_rot // 2):
         return None
     d = x.shape[-1]
+    if n_rot > d or n_rot % 2:                                              # fail closed
+        raise QuantError(f"rope of {n_rot} dims on rows of {d}")
     y = torch.empty(x.shape)
     if native.load().ggr_rope(x.data_ptr(), x.numel() // d, d, n_rot, cos.data_ptr(), sin.data_ptr(),
                               int(neox), y.data_ptr()):
