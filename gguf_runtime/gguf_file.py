@@ -47,6 +47,11 @@ _NUMPY_DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: 
                  7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
 _STRING, _ARRAY = 8, 9
 _MIN_VALUE_SIZE = {**{k: v[1] for k, v in _SCALARS.items()}, _STRING: 8, _ARRAY: 12}
+# Numeric arrays of more elements stay read-only numpy views of the map (a hostile 300 MB
+# array would otherwise become 300 M Python objects); smaller ones (per-layer values) are lists.
+LIST_MAX = 1 << 16
+
+
 def _q(name: str, n: int = 80) -> str:
     """A name for an error message: quoted, at most n characters of it (hostile files carry
     names of megabytes)."""
@@ -123,7 +128,7 @@ class _Cursor:
             return self.array(what, depth)
         raise self.fail(f"unknown value type {vtype} for {what}; known: 0-12")
 
-    def array(self, what: str, depth: int) -> list:
+    def array(self, what: str, depth: int) -> list | np.ndarray:
         if depth >= MAX_ARRAY_NESTING:
             raise self.fail(f"arrays nested deeper than {MAX_ARRAY_NESTING} in {what}")
         etype = self.u32(f"element type of {what}")
@@ -135,6 +140,9 @@ class _Cursor:
             size = _MIN_VALUE_SIZE[etype]
             arr = np.frombuffer(self.buf, dtype=_NUMPY_DTYPES[etype], count=count, offset=self.pos)
             self.pos += count * size
+            if count > LIST_MAX:          # a view of the map: no per-element Python objects
+                arr.flags.writeable = False
+                return arr
             return arr.tolist()
         if etype == _STRING:
             return self.string_array(count, what)

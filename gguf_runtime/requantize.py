@@ -135,6 +135,8 @@ def _as_bytes(value: Any) -> Any:
         return value.encode("utf-8", "surrogateescape")
     if isinstance(value, list):
         return [_as_bytes(v) for v in value]
+    if isinstance(value, np.ndarray):         # a large numeric array, a view of the input map
+        return value.tolist()
     return value
 
 

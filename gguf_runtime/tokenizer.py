@@ -18,6 +18,8 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import GGUFFormatError, MissingKeyError, ModelInputError, UnsupportedError
 from .gguf_file import open_gguf
 from .pretokenizers import pre_tokenizer
@@ -39,17 +41,27 @@ class _Flags:
     clean_spaces: bool
 
 
+MAX_VOCAB = 1 << 21          # tokens
+
+
 def _read_vocab(meta: dict, source: str) -> tuple[list[str], list[float], list[int]]:
     """Token texts (empty ones renamed as llama.cpp does), scores and attributes."""
     texts = meta.get(K + "tokens")
     if texts is None:
         raise MissingKeyError(f"{source}: required metadata key '{K}tokens' is missing")
+    if not isinstance(texts, list) or not texts or not isinstance(texts[0], str):
+        raise GGUFFormatError(f"{source}: {K}tokens must be a non-empty array of strings")
+    if len(texts) > MAX_VOCAB:
+        raise GGUFFormatError(f"{source}: {K}tokens has {len(texts)} tokens; at most {MAX_VOCAB} "
+                              f"are supported (the largest real vocabularies have about 260,000)")
     texts = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(texts)]
     n = len(texts)
     scores, types = meta.get(K + "scores"), meta.get(K + "token_type")
-    for key, arr in (("scores", scores), ("token_type", types)):
-        if arr is not None and len(arr) < n:
-            raise GGUFFormatError(f"{source}: {K}{key} has {len(arr)} entries for {n} tokens")
+    for key, arr, kind in (("scores", scores, (int, float)), ("token_type", types, int)):
+        numeric = isinstance(arr, np.ndarray) or (isinstance(arr, list) and arr and isinstance(arr[0], kind)
+                                                   and not isinstance(arr[0], bool))
+        if arr is not None and (not numeric or len(arr) < n):
+            raise GGUFFormatError(f"{source}: {K}{key} must be an array of {n} numbers")
     scores = [float(s) for s in scores[:n]] if scores is not None else [0.0] * n
     attrs = [TYPE_ATTR.get(t, 0) for t in types[:n]] if types is not None else [NORMAL] * n
     return texts, scores, attrs

@@ -164,3 +164,48 @@ def test_an_ordinary_template_still_renders_and_the_tracer_is_restored():
     text = render_chat("{% for m in messages %}<{{ m.role }}>{{ m.content|center(9) }}{% endfor %}",
                        [{"role": "user", "content": "hi"}])
     assert text == "<user>" + "hi".center(9) and sys.gettrace() is before
+
+
+def test_a_large_array_stays_a_view_of_the_file(tmp_path):
+    """A large numeric array key is a read-only view of the map, not a list of Python objects
+    (a hostile 300 MB array cost 2.9 GB and 5.7 s as a list)."""
+    from gguf_runtime.gguf_file import LIST_MAX
+
+    w = gguf.GGUFWriter(str(tmp_path / "big.gguf"), "llama")
+    w.add_array("llama.junk", [7] * (LIST_MAX + 1))
+    w.add_array("llama.small", [7] * 3)
+    for name, a in tensors().items():
+        w.add_tensor(name, a)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file()
+    w.close()
+    meta = gguf_runtime.open_gguf(tmp_path / "big.gguf").metadata
+    junk = meta["llama.junk"]
+    assert isinstance(junk, np.ndarray) and junk.size == LIST_MAX + 1 and not junk.flags.writeable
+    assert (junk == 7).all() and meta["llama.small"] == [7, 7, 7]
+
+
+def test_a_vocabulary_of_millions_of_empty_tokens_is_refused(tmp_path):
+    from gguf_runtime.tokenizer import MAX_VOCAB
+
+    w = gguf.GGUFWriter(str(tmp_path / "vocab.gguf"), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list([""] * (MAX_VOCAB + 1))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(GGUFError, match="at most"):
+        gguf_runtime.load_tokenizer(tmp_path / "vocab.gguf")
+
+
+@pytest.mark.parametrize("key,value", [("tokens", [1, 2, 3]), ("scores", ["a", "b", "c"]),
+                                       ("token_type", [0.5, 1.5, 2.5])])
+def test_vocabulary_arrays_of_the_wrong_kind(tmp_path, key, value):
+    w = gguf.GGUFWriter(str(tmp_path / "vocab.gguf"), "llama")
+    w.add_tokenizer_model("llama")
+    arrays = {"tokens": ["<unk>", "<s>", "</s>"], "scores": [0.0, 0.0, 0.0], "token_type": [2, 3, 3],
+              key: value}
+    for k, v in arrays.items():
+        w.add_array(f"tokenizer.ggml.{k}", v)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(GGUFError, match=key):
+        gguf_runtime.load_tokenizer(tmp_path / "vocab.gguf")
