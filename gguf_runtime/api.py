@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .chat import render_chat, validate_messages
+from .chat_templates import BUILTIN, default_template
 from .config import ModelConfig
 from .default_models import resolve_model
 from .describe import runnable_problem
@@ -64,7 +65,8 @@ class Model:
         self.path = resolve_model(None if path is None else os.fspath(path))
         self.gguf = open_gguf(self.path)
         problem = runnable_problem(self.gguf)
-        if problem:
+        if problem:    # the config's messages already name the file
+            problem = problem.removeprefix(f"{self.path}: ")
             raise UnsupportedError(f"{self.path}: cannot run: {problem}")
         self.spec = detect(self.gguf.metadata, str(self.path))
         self.config = ModelConfig.from_gguf(self.gguf.metadata, str(self.path),
@@ -124,7 +126,7 @@ class Model:
                                   f"{self.config.vocab_size}")
         if len(ids) > self.n_ctx:
             raise ModelInputError(f"prompt of {len(ids)} tokens is longer than the context of "
-                                  f"{self.n_ctx} tokens; shorten it or load with a larger n_ctx")
+                                  f"{self.n_ctx} tokens; shorten it or raise the context (-c N, n_ctx=N)")
         return ids
 
     def _prefill_reusing_cache(self, ids: list[int]) -> torch.Tensor:
@@ -181,14 +183,16 @@ class Model:
                  repeat_penalty: float = 1.0, presence_penalty: float = 0.0,
                  frequency_penalty: float = 0.0, seed: int | None = None,
                  stop: list[str] | str | None = None, stream: bool = False,
-                 add_bos: bool | None = None, details: bool = False):
+                 add_bos: bool | None = None, details: bool = False, ignore_eos: bool = False):
         """Continue `prompt`. Returns the new text (a `Completion` with details=True), or with
-        stream=True an iterator of text pieces as they become valid UTF-8."""
+        stream=True an iterator of text pieces as they become valid UTF-8. ignore_eos=True goes
+        on past end-of-generation tokens (llama.cpp's --ignore-eos), until max_tokens."""
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty,
                                 presence_penalty, frequency_penalty, seed=seed)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        ids = self.tokenize(prompt, add_bos=add_bos)
-        pieces = self._text_pieces(ids, max_tokens, params, stops)
+        ids = self._check_ids(self.tokenize(prompt, add_bos=add_bos))   # errors now, not at the
+        params.validate()                                               # first piece of a stream
+        pieces = self._text_pieces(ids, max_tokens, params, stops, set() if ignore_eos else None)
         if stream:
             return (p for p in pieces if isinstance(p, str))
         text = "".join(p for p in pieces if isinstance(p, str))
@@ -200,13 +204,13 @@ class Model:
         (filled as its stream is consumed)."""
         return self._last_completion
 
-    def _text_pieces(self, ids, max_tokens, params, stops) -> Iterator[str]:
+    def _text_pieces(self, ids, max_tokens, params, stops, stop_ids=None) -> Iterator[str]:
         """Stream text; hold back any tail that could still become a stop string."""
         done = Completion("")
         self._last_completion = done
         decoder = self.tokenizer.stream_decoder()
         pending = ""
-        for step in self.generate_ids(ids, max_tokens, params):
+        for step in self.generate_ids(ids, max_tokens, params, stop_ids):
             done.tokens.append(step.token)
             done.logprobs.append(step.logprob)
             if step.finish == "eos":
@@ -229,18 +233,32 @@ class Model:
         if pending:
             yield pending
 
+    def chat_template(self, override: str | None = None) -> str:
+        """The Jinja source chat() renders: `override` (a template, or a built-in name:
+        chat_templates.BUILTIN), else the file's tokenizer.chat_template, else the built-in
+        format of the model's family (chatml where none is known), as llama.cpp does."""
+        if override:
+            return BUILTIN.get(override, override)
+        own = self.gguf.metadata.get("tokenizer.chat_template")
+        return own if isinstance(own, str) and own else default_template(self.architecture)[1]
+
+    def chat_prompt(self, messages: list[dict[str, str]],
+                    chat_template: str | None = None) -> tuple[str, bool | None]:
+        """(prompt text, add_bos) that chat() generates from: the rendered template, and False
+        where the template wrote the BOS text itself."""
+        messages = validate_messages(messages)
+        tok = self._tok()
+        prompt = render_chat(self.chat_template(chat_template), messages,
+                             bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id))
+        bos_in_text = bool(tok.bos_id is not None and prompt.startswith(tok.token_text(tok.bos_id)))
+        return prompt, (False if bos_in_text else None)
+
     def chat(self, messages: list[dict[str, str]], max_tokens: int = 256,
              chat_template: str | None = None, **kwargs):
-        """Reply to `messages` ({"role", "content"} dicts) using the model's chat template."""
-        messages = validate_messages(messages)
-        template = chat_template or self.gguf.metadata.get("tokenizer.chat_template")
-        tok = self.tokenizer
-        prompt = render_chat(template, messages, bos_token=tok.token_text(tok.bos_id),
-                             eos_token=tok.token_text(tok.eos_id))
-        # Templates write the BOS text themselves when the model wants it.
-        bos_in_text = bool(tok.bos_id is not None and prompt.startswith(tok.token_text(tok.bos_id)))
-        return self.generate(prompt, max_tokens=max_tokens,
-                             add_bos=False if bos_in_text else None, **kwargs)
+        """Reply to `messages` ({"role", "content"} dicts) using the model's chat template
+        (see `chat_template`); keyword arguments as generate()."""
+        prompt, add_bos = self.chat_prompt(messages, chat_template)
+        return self.generate(prompt, max_tokens=max_tokens, add_bos=add_bos, **kwargs)
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

@@ -11,51 +11,109 @@ import json
 import sys
 import time
 
+import math
+
 from .default_models import DEFAULT_MODELS
 from .errors import GGUFError
 
 MODEL_HELP = (f"GGUF file, or an embedded model name ({', '.join(DEFAULT_MODELS)}); "
               f"default: gemma3-270m")
+MAX_CTX_FLAG = 1 << 24
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: "gguf-runtime run: error: argument -t/--threads: ..."."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _int_in(lo: int, hi: int | None = None):
+    """argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {'>= ' + str(lo) if hi is None else f'in {lo}..{hi}'}"
+                                             f", got {value}")
+        return value
+    return parse
+
+
+def _float_in(lo: float, hi: float = math.inf, lo_open: bool = False):
+    """argparse type: a finite number in [lo, hi] ((lo, hi] with lo_open)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
+            low = f"> {lo}" if lo_open else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {low}"
+                                             + (f" and <= {hi}" if hi != math.inf else "") + f", got {text}")
+        return value
+    return parse
 
 
 def _add_load_flags(p: argparse.ArgumentParser) -> None:
     """MODEL and how to load it (run, chat, serve)."""
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
-    p.add_argument("-c", "--ctx-size", type=int, default=None,
-                   help="context length to allocate (default: min(model's, 4096))")
-    p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("-c", "--ctx-size", type=_int_in(1, MAX_CTX_FLAG), default=None, metavar="N",
+                   help="context length in tokens to allocate (default: min(model's, 4096); at most the model's)")
+    p.add_argument("-t", "--threads", type=_int_in(1, 1024), default=None, metavar="N",
+                   help="CPU threads for the kernels (default: torch's, one per core)")
     p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
-                   help="KV cache element type (default f32; f16 halves the cache, as llama.cpp's default)")
+                   help="KV cache element type; f16 halves the cache, as llama.cpp's default")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print the kernels chosen at load and timings after each answer")
 
 
 def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     _add_load_flags(p)
-    p.add_argument("-n", "--max-tokens", type=int, default=64)
-    p.add_argument("--temperature", "--temp", type=float, default=0.0,
-                   help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("-v", "--verbose", action="store_true", help="print timings at the end")
+    p.add_argument("-n", "--max-tokens", type=_int_in(0), default=64, metavar="N",
+                   help="tokens to generate at most")
+    p.add_argument("--temperature", "--temp", type=_float_in(0.0), default=0.0, metavar="T",
+                   help="sampling temperature; 0 = greedy (the CLI's default; the server's is 0.8, as llama-server)")
+    p.add_argument("--top-k", type=_int_in(0), default=40, metavar="K", help="keep the K most likely tokens (0: all)")
+    p.add_argument("--top-p", type=_float_in(0.0, 1.0, lo_open=True), default=0.95, metavar="P",
+                   help="nucleus sampling: keep the smallest set of probability >= P (1: off)")
+    p.add_argument("--min-p", type=_float_in(0.0, 1.0), default=0.05, metavar="P",
+                   help="drop tokens below P times the top token's probability (0: off)")
+    p.add_argument("--repeat-penalty", type=_float_in(0.0, lo_open=True), default=1.0, metavar="X",
+                   help="divide the logits of recent tokens by X (1: off)")
+    p.add_argument("--seed", type=_int_in(0, (1 << 63) - 1), default=None, metavar="N",
+                   help="sampling seed (default: random)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="go on past end-of-generation tokens until -n tokens (as llama.cpp)")
+    p.add_argument("--chat-template", default=None, metavar="FILE|NAME",
+                   help="Jinja chat template file, or a built-in one (chatml, gemma, llama3, phi3, zephyr); "
+                        "default: the file's, else its family's built-in")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gguf-runtime",
-                                     description="Run GGUF language models from disk.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="gguf-runtime", description="Run GGUF language models from disk.",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"gguf-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=lambda **kw: _Parser(
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kw))
 
     p = sub.add_parser("run", help="generate a continuation of a prompt")
     _add_generation_flags(p)
-    p.add_argument("-p", "--prompt", default="The capital of France is")
+    p.add_argument("-p", "--prompt", default="The capital of France is",
+                   help="the prompt text; - reads it from standard input")
+    p.add_argument("-f", "--file", default=None, metavar="FILE", help="read the prompt from FILE")
+    p.add_argument("--no-echo", action="store_true", help="do not print the prompt before the continuation")
     p.add_argument("--chat-format", action="store_true",
-                   help="wrap the prompt as one user message with the model's chat template")
+                   help="wrap the prompt as one user message with the chat template (see --chat-template)")
 
     p = sub.add_parser("chat", help="interactive chat with history")
     _add_generation_flags(p)
-    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--system", default=None, help="system prompt (change it in the chat with /system TEXT)")
 
     p = sub.add_parser("inspect", help="describe a GGUF file")
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
@@ -65,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark against llama.cpp on the same file")
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
-    p.add_argument("-t", "--threads", type=int, default=2)
-    p.add_argument("--prompt-tokens", type=int, default=512)
-    p.add_argument("--decode-tokens", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("-t", "--threads", type=_int_in(1, 1024), default=2, help="threads for both engines")
+    p.add_argument("--prompt-tokens", type=_int_in(1), default=512, help="prompt length for the prefill")
+    p.add_argument("--decode-tokens", type=_int_in(1), default=128, help="greedy decode steps")
+    p.add_argument("--repeats", type=_int_in(1), default=1, help="alternating runs per engine; the best is kept")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--profile", action="store_true",
                    help="also profile gguf-runtime's decode step: time in the native kernels vs outside")
@@ -85,9 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)")
     _add_load_flags(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=_int_in(0, 65535), default=8080, help="port to listen on (0: any free one)")
     return parser
 
 
@@ -118,6 +175,9 @@ def _load(args: argparse.Namespace):
     model = load(args.model, n_ctx=args.ctx_size, threads=args.threads, kv_type=args.kv_type)
     if sys.stderr.isatty():
         print(" " * 20, end="\r", file=sys.stderr, flush=True)
+    if args.ctx_size is not None and args.ctx_size > model.config.context_length:
+        raise GGUFError(f"-c {args.ctx_size} exceeds the model's context length "
+                        f"({model.config.context_length} tokens)")
     if args.verbose:
         from quant.kernels import describe_choices
         print(f"[loaded {model.path.name} ({model.architecture}) in "
@@ -127,55 +187,58 @@ def _load(args: argparse.Namespace):
 
 
 def _gen_kwargs(args: argparse.Namespace) -> dict:
-    if args.max_tokens < 0:
-        raise GGUFError(f"--max-tokens must be >= 0, got {args.max_tokens}")
     return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                seed=args.seed, stop=args.stop, stream=True)
+                seed=args.seed, stop=args.stop, stream=True, ignore_eos=args.ignore_eos)
 
 
-def _print_stream(pieces) -> None:
-    for piece in pieces:
-        print(piece, end="", flush=True)
-    print()
+def _template(args: argparse.Namespace) -> str | None:
+    """--chat-template as Jinja source or a built-in name, checked before the model loads."""
+    if args.chat_template is None:
+        return None
+    from .chat_templates import resolve_template
+    return resolve_template(args.chat_template)
+
+
+def _prompt_text(args: argparse.Namespace) -> str:
+    if args.file is not None:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise GGUFError(f"-f {args.file}: cannot read the prompt ({e.strerror if isinstance(e, OSError) else e})") from None
+    return sys.stdin.read() if args.prompt == "-" else args.prompt
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    prompt, template = _prompt_text(args), _template(args)
     model = _load(args)
     kwargs = _gen_kwargs(args)
     if args.chat_format:
-        pieces = model.chat([{"role": "user", "content": args.prompt}], **kwargs)
+        pieces = model.chat([{"role": "user", "content": prompt}], chat_template=template, **kwargs)
     else:
-        print(args.prompt, end="", flush=True)
-        pieces = model.generate(args.prompt, **kwargs)
-    _print_stream(pieces)
-    if args.verbose:
-        print(f"[{model.timings.summary()}]", file=sys.stderr)
+        pieces = model.generate(prompt, **kwargs)        # tokenized and checked before the echo
+        if not args.no_echo:
+            print(prompt, end="", flush=True)
+    try:
+        for piece in pieces:
+            print(piece, end="", flush=True)
+    finally:
+        print()
+    t = model.timings
+    rate = (t.generated_tokens - 1) / t.decode_s if t.decode_s and t.generated_tokens > 1 else 0.0
+    print(f"[{t.summary()}]" if args.verbose else f"[{t.generated_tokens} tokens, {rate:.1f} tok/s]",
+          file=sys.stderr)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat_repl import ChatSession, run_chat
+
+    template = _template(args)
     model = _load(args)
-    kwargs = _gen_kwargs(args)
-    history = [{"role": "system", "content": args.system}] if args.system else []
-    print("chat with the model; an empty line or Ctrl-D ends it", file=sys.stderr)
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            break
-        if not line.strip():
-            break
-        history.append({"role": "user", "content": line})
-        reply = []
-        for piece in model.chat(history, **kwargs):
-            reply.append(piece)
-            print(piece, end="", flush=True)
-        print()
-        history.append({"role": "assistant", "content": "".join(reply)})
-        if args.verbose:
-            print(f"[{model.timings.summary()}]", file=sys.stderr)
-    return 0
+    model.chat_prompt([{"role": "user", "content": "hi"}], template)    # the template renders
+    return run_chat(ChatSession(model, _gen_kwargs(args), template, args.system))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -203,14 +266,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .gguf_file import open_gguf
 
     path = str(resolve_model(args.model))
-    if min(args.threads, args.prompt_tokens, args.decode_tokens, args.repeats) <= 0:
-        raise GGUFError("--threads, --prompt-tokens, --decode-tokens, --repeats must be > 0")
+    gf = open_gguf(path)       # a bad file is reported here, once, not by each engine
     if not llama_cpp_available():
         print("[llama-cpp-python not installed: benchmarking gguf-runtime alone]",
               file=sys.stderr)
     results = run_bench(path, args.threads, args.prompt_tokens, args.decode_tokens,
                         args.repeats)
-    floor = bandwidth_floor(open_gguf(path), args.threads)
+    floor = bandwidth_floor(gf, args.threads)
     print(format_table(path, args.threads, results, floor))
     if args.profile:
         print(run_profile(path, args.threads, args.prompt_tokens, 32))

@@ -44,7 +44,7 @@ from .convert_plan import Recipe, plan_recipes, read_recipe, recipe_shape
 from .convert_source import (ConvertError, HFSource, OutputExistsError, ShapeMismatchError,
                              SourceError)
 from .convert_types import (FILE_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
-                            choose_types, file_type)
+                            choose_types, fallback_notes, file_type, print_note)
 from .convert_vocab import Vocab, load_vocab
 from .errors import GGUFError, QuantError
 
@@ -89,7 +89,8 @@ class Job:
 
 
 def convert(src_dir, out_path, out_type: str = "F16", force: bool = False,
-            progress: bool = True, pure: bool = False) -> Path:
+            progress: bool = True, pure: bool = False,
+            notice: Callable[[str], None] = print_note) -> Path:
     """Convert a Hugging Face model folder to one GGUF file.
 
     Args:
@@ -101,6 +102,9 @@ def convert(src_dir, out_path, out_type: str = "F16", force: bool = False,
         force: overwrite out_path if it exists.
         progress: show a progress bar on stderr.
         pure: as llama-quantize --pure: no per-tensor mix, every 2-D weight the base type.
+        notice: called with each warning line: no tokenizer files (the file then has no
+            vocabulary and runs on token ids only), tensors that fell back to another type
+            (default: "note: ..." on stderr).
     Returns:
         out_path as a Path. Raises GGUFError subclasses (SourceError, ShapeMismatchError,
         OutputExistsError, UnsupportedError, ConvertError) with one-line messages.
@@ -113,14 +117,20 @@ def convert(src_dir, out_path, out_type: str = "F16", force: bool = False,
         h = HParams(src.config, str(src.folder))
         family = detect_family(h)
         job = Job(src, h, family, load_vocab(src.folder, h, family.arch), ft, pure)
-        _write(job, _plan(job), out, progress)
+        if job.vocab is None:
+            notice(f"{src.folder}: no tokenizer.json / tokenizer.model: the GGUF gets no vocabulary "
+                   f"and runs on token ids only")
+        fallbacks: list = []
+        _write(job, _plan(job, fallbacks), out, progress)
     finally:
         src.close()
+    for line in fallback_notes(fallbacks):
+        notice(line)
     return out
 
 
 # ------------------------------------------------------------------ planning (headers only)
-def _plan(job: Job) -> list[PlannedTensor]:
+def _plan(job: Job, fallbacks: list | None = None) -> list[PlannedTensor]:
     h, plan = job.h, []
     freqs = llama3_rope_freqs(h) if job.family.arch == "llama" else None
     if freqs is not None:
@@ -138,7 +148,7 @@ def _plan(job: Job) -> list[PlannedTensor]:
             raise ConvertError(f"{job.src.folder}: no tensor for {required!r} "
                                f"(expected model.embed_tokens / model.norm)")
     types = choose_types([TensorSpec(t.name, t.shape, t.qtype) for t in plan], job.ft,
-                         _model_info(job), job.pure)
+                         _model_info(job), job.pure, fallbacks)
     for t in plan:
         t.qtype = types[t.name]
     return sorted(plan, key=_file_order)

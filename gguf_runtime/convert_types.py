@@ -24,6 +24,7 @@ name) and uses the count as the layer index (dense models); `choose_types` walks
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -159,7 +160,7 @@ class _Counters:
 
 
 def choose_types(specs: Iterable[TensorSpec], ft: FileType, info: ModelInfo,
-                 pure: bool = False) -> dict[str, T]:
+                 pure: bool = False, fallbacks: list | None = None) -> dict[str, T]:
     """{name: GGML type} for every tensor, as llama-quantize to `ft` decides.
 
     Args:
@@ -167,6 +168,8 @@ def choose_types(specs: Iterable[TensorSpec], ft: FileType, info: ModelInfo,
         ft: the output file type.
         info: the hyperparameters the rules use.
         pure: llama-quantize --pure: every quantizable tensor takes ft.default (fallbacks apply).
+        fallbacks: where given, gets (name, wanted type, chosen type, row length) for each
+            tensor whose rows the wanted type's block does not divide (see fallback_notes).
     Returns a dict in llama.cpp's decision order; tensors not quantized keep `spec.base`.
     """
     specs = sorted(specs, key=lambda s: _llama_order(s.name))
@@ -178,7 +181,9 @@ def choose_types(specs: Iterable[TensorSpec], ft: FileType, info: ModelInfo,
             if ft.quantized:
                 if not pure:
                     new = _mix_rule(qs, new, s, ft.ftype, info)
-                new = fallback(new, s.shape[-1])
+                wanted, new = new, fallback(new, s.shape[-1])
+                if new != wanted and fallbacks is not None:
+                    fallbacks.append((s.name, wanted, new, s.shape[-1]))
         out[s.name] = new
     return out
 
@@ -238,6 +243,25 @@ def _ffn_down(qs: _Counters, new: T, name: str, ftype: L, info: ModelInfo) -> T:
 
 
 _FALLBACK = {T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0}
+
+
+def print_note(line: str) -> None:
+    """The default `notice` of convert / requantize: one "note:" line on stderr."""
+    print(f"note: {line}", file=sys.stderr)
+
+
+def fallback_notes(fallbacks: list) -> list[str]:
+    """One line per (wanted, chosen, row length) of choose_types' fallbacks, e.g. "3 tensors
+    (blk.0.ffn_down.weight, ...): rows of 576 values are not a multiple of Q4_K's 256: Q5_0"."""
+    groups: dict[tuple, list[str]] = {}
+    for name, wanted, got, n_cols in fallbacks:
+        groups.setdefault((wanted, got, n_cols), []).append(name)
+    lines = []
+    for (wanted, got, n_cols), names in groups.items():
+        shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
+        lines.append(f"{len(names)} tensor(s) ({shown}): rows of {n_cols} values are not a multiple "
+                     f"of {wanted.name}'s {GGML_QUANT_SIZES[wanted][0]}: {got.name} instead (as llama.cpp)")
+    return lines
 
 
 def fallback(qtype: T, n_cols: int) -> T:

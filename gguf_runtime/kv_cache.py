@@ -74,7 +74,7 @@ class KVCache:
     def check_room(self, n_tokens: int) -> None:
         if n_tokens > self.space:
             raise ModelInputError(f"{self.length + n_tokens} tokens do not fit in the context of "
-                                  f"{self.n_ctx}; shorten the prompt or raise n_ctx")
+                                  f"{self.n_ctx}; shorten the prompt or raise the context (-c N, n_ctx=N)")
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, window: int = 0):
         """Store k, v (T, Hkv, D) at positions length..length+T-1 of `layer`; return the keys,

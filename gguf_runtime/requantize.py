@@ -18,7 +18,7 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from gguf import (GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGUFValueType,
@@ -27,7 +27,7 @@ from gguf import (GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GG
 from .convert import Progress, check_output, quantize_rows, temporary_path
 from .convert_source import ConvertError
 from .convert_types import (FLOAT_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
-                            choose_types, file_type)
+                            choose_types, fallback_notes, file_type, print_note)
 from .errors import MissingKeyError, QuantError, UnsupportedError
 from .gguf_file import GGUFFile, TensorInfo, open_gguf
 
@@ -50,7 +50,7 @@ class _Out:
 
 
 def requantize(in_path, out_path, out_type: str, force: bool = False, progress: bool = True,
-               pure: bool = False) -> Path:
+               pure: bool = False, notice: Callable[[str], None] = print_note) -> Path:
     """Write `in_path` (a GGUF of F32/F16/BF16 tensors) requantized to `out_type` at `out_path`.
 
     Args:
@@ -60,6 +60,8 @@ def requantize(in_path, out_path, out_type: str, force: bool = False, progress: 
         force: overwrite out_path if it exists.
         progress: show a progress bar on stderr.
         pure: as llama-quantize --pure: every quantizable tensor takes the base type.
+        notice: called with one line per group of tensors that fell back to another type
+            (default: "note: ..." on stderr).
     Returns out_path as a Path. Raises UnsupportedError (unknown type, a tensor that is not
     float), OutputExistsError, MissingKeyError (no {arch}.block_count), ConvertError (cannot
     write, a value that cannot be quantized), GGUFFormatError (bad input); all one line.
@@ -67,6 +69,7 @@ def requantize(in_path, out_path, out_type: str, force: bool = False, progress: 
     ft, out = file_type(out_type), Path(out_path)
     check_output(out, force)
     gf = open_gguf(in_path)
+    fallbacks: list = []
     try:
         for t in gf.tensors.values():
             if t.qtype not in FLOAT_TYPES:
@@ -74,11 +77,13 @@ def requantize(in_path, out_path, out_type: str, force: bool = False, progress: 
                     f"{gf.path}: tensor {t.name!r} is {t.qtype.name}; quantize needs a file of "
                     f"F32, F16 or BF16 tensors (requantizing quantized tensors is not supported)")
         specs = [TensorSpec(t.name, t.shape, t.qtype) for t in gf.tensors.values()]
-        types = choose_types(specs, ft, _model_info(gf), pure)
+        types = choose_types(specs, ft, _model_info(gf), pure, fallbacks)
         plan = [_Out(t, types[t.name]) for t in gf.tensors.values()]
         _write(gf, plan, _metadata(gf, ft), out, progress)
     finally:
         gf.close()
+    for line in fallback_notes(fallbacks):
+        notice(line)
     return out
 
 

@@ -330,6 +330,8 @@ def test_progress_bar_counts_tensors_and_bytes(tmp_path, capsys):
     src = hf_folder(tmp_path)
     capsys.readouterr()                                # transformers' own saving bar
     convert(src, tmp_path / "a.gguf", progress=False)
+    assert capsys.readouterr().err.startswith("note: ")  # the notes only: no vocabulary here
+    convert(src, tmp_path / "q.gguf", progress=False, notice=lambda line: None)
     assert capsys.readouterr().err == ""
     convert(src, tmp_path / "b.gguf", progress=True)
     err = capsys.readouterr().err
@@ -578,3 +580,26 @@ def test_cli_hook_for_gguf_runtime(tmp_path, capsys):
     default_out = tmp_path / "model-BF16.gguf"
     assert capsys.readouterr().out.strip() == str(default_out) and default_out.is_file()
     assert convert_module.FILE_TYPES["BF16"].default == T.BF16
+
+
+def test_notices_name_a_missing_vocabulary_and_each_type_fallback(tmp_path):
+    """Rows of the tiny model (64 wide) are no multiple of 256: Q4_K falls back, as llama.cpp,
+    and the user is told; with no tokenizer files the GGUF runs on token ids only, and says so."""
+    notes: list[str] = []
+    src = hf_folder(tmp_path)
+    assert not (src / "tokenizer.json").exists() and not (src / "tokenizer.model").exists()
+    path = convert(src, tmp_path / "m.gguf", "Q4_K_M", progress=False, notice=notes.append)
+    assert any("no vocabulary" in n and "token ids only" in n for n in notes), notes
+    fell = [n for n in notes if "not a multiple of Q4_K's 256" in n]
+    assert fell and all("\n" not in n for n in notes)
+    gf = open_gguf(path)
+    for note in fell:                                   # the tensors named have the type said
+        names = note.split("tensor(s) (", 1)[1].split("): rows", 1)[0].replace(", ...", "").split(", ")
+        chosen = note.split(": ")[-1].split(" instead")[0]
+        assert all(gf.tensors[n].qtype.name == chosen for n in names), note
+    from gguf_runtime.describe import describe, format_description
+    assert "runs on token ids only" in format_description(describe(gf))
+    write_tiny_tokenizer(src)
+    notes.clear()
+    convert(src, tmp_path / "t.gguf", "F16", progress=False, notice=notes.append)
+    assert notes == []

@@ -154,4 +154,5 @@ def test_a_taken_port_is_a_clear_error(server):
 
 def test_cli_serve_bad_port():
     r = run_cli("serve", str(smollm2_path()), "--port", "70000")
-    assert r.returncode == 1 and r.stderr.strip() == "gguf-runtime: error: --port must be in 0..65535, got 70000"
+    assert r.returncode == 2 and r.stderr.strip() == ("gguf-runtime serve: error: argument --port: must be in "
+                                                      "0..65535, got 70000 (see gguf-runtime serve --help)")
