@@ -14,6 +14,13 @@ from .moe import routing_problem
 from .registry import detect
 
 
+def kernels_of(type_name: str) -> dict[str, str]:
+    """The backend per path (decode / prefill) a matrix of this type takes on this machine."""
+    from gguf import GGMLQuantizationType as T
+    from quant.kernels import type_kernels
+    return type_kernels(T[type_name])
+
+
 def runnable_problem(gf: GGUFFile) -> str | None:
     """None when the file can run here, else one line saying why not."""
     try:
@@ -69,7 +76,7 @@ def describe(gf: GGUFFile) -> dict[str, Any]:
         by_type[t.qtype.name] += 1
         bytes_by_type[t.qtype.name] += t.nbytes
     info["tensor_count"] = len(gf.tensors)
-    info["tensor_types"] = {k: {"count": by_type[k], "bytes": bytes_by_type[k]}
+    info["tensor_types"] = {k: {"count": by_type[k], "bytes": bytes_by_type[k], "kernels": kernels_of(k)}
                             for k in sorted(by_type, key=lambda k: -bytes_by_type[k])}
     info["tensor_bytes"] = sum(bytes_by_type.values())
     info["parameters"] = sum(t.n_elements for t in gf.tensors.values())
@@ -106,7 +113,10 @@ def format_description(info: dict[str, Any]) -> str:
     lines.append(f"tensors:       {info['tensor_count']} ({info['parameters']:,} parameters, "
                  f"{_mib(info['tensor_bytes'])})")
     for name, row in info["tensor_types"].items():
-        lines.append(f"  {name:8s} {row['count']:5d} tensors  {_mib(row['bytes']):>14s}")
+        k = row["kernels"]
+        how = (f"decode {k['decode']}, prefill {k['prefill']}"
+               + (" (no fast kernel: dequantized tile by tile)" if k["decode"] == "reference" and name != "F32" else ""))
+        lines.append(f"  {name:8s} {row['count']:5d} tensors  {_mib(row['bytes']):>14s}  {how}")
     verdict = "yes" if info["runnable"] else f"no: {info['not_runnable_reason']}"
     lines.append(f"runnable:      {verdict}")
     return "\n".join(lines)

@@ -286,4 +286,52 @@ def _iq4_xs(d, scales_h, scales_l, qs):
     return dl * _lookup(IQ4_VALUES, q)
 
 
+# --- ternary and microscaling formats ------------------------------------------------------
+
+# TQ1_0 (54 B): qs: 48 B | qh: 4 B | d: f16         w = d * (t - 1), t in {0, 1, 2}
+#   Each byte holds 5 (qs) or 4 (qh) base-3 digits as a fixed-point fraction: digit k of
+#   byte q is ((q * 3^k mod 256) * 3) >> 8. qs[0:32] digit k -> weight 32k + j, qs[32:48]
+#   digit k -> 160 + 16k + j, qh digit k -> 240 + 4k + j.
+_POW3 = (1, 3, 9, 27, 81)
+
+
+def _trits(x: torch.Tensor, digits: int) -> torch.Tensor:
+    """(N, k) uint8 -> (N, digits * k) int: digit-major base-3 digits as TQ1_0 packs them."""
+    q = torch.stack([x * p for p in _POW3[:digits]], dim=1)        # uint8 products wrap, as C
+    return ((q.to(torch.int32) * 3) >> 8).reshape(x.shape[0], -1)
+
+
+@_block_format(T.TQ1_0, QK_K, qs=48, qh=4, d=2)
+def _tq1_0(qs, qh, d):
+    t = torch.cat([_trits(qs[:, :32], 5), _trits(qs[:, 32:], 5), _trits(qh, 4)], dim=1)
+    return _f16(d) * (t - 1).float()
+
+
+# TQ2_0 (66 B): qs: 64 B (2-bit, runs of 32 as Q2_K) | d: f16      w = d * (q - 1)
+@_block_format(T.TQ2_0, QK_K, qs=64, d=2)
+def _tq2_0(qs, d):
+    q = _unpack(qs.reshape(qs.shape[0], 2, 32), 2).reshape(qs.shape[0], QK_K)
+    return _f16(d) * (q.to(torch.int32) - 1).float()
+
+
+# MXFP4 (17 B, 32 weights): e: u8 (E8M0 shared exponent) | qs: 16 B (4-bit E2M1 codes)
+#   w = half(e) * MXFP4_VALUES[q], half(e) = 2^(e - 128) (ggml_e8m0_to_fp32_half)
+MXFP4_VALUES = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)     # E2M1 doubled
+
+
+def e8m0_half(e: torch.Tensor) -> torch.Tensor:
+    """(N, 1) uint8 E8M0 exponents -> float32 2^(e - 128); e < 2 gives the subnormals."""
+    e = e.to(torch.int32)
+    bits = torch.where(e < 2, 0x00200000 << e, (e - 1) << 23)
+    return bits.view(torch.float32)
+
+
+@_block_format(T.MXFP4, 32, e=1, qs=16)
+def _mxfp4(e, qs):
+    q = _unpack(qs, 4).reshape(qs.shape[0], 32)
+    return e8m0_half(e) * _lookup(MXFP4_VALUES, q)
+
+
+from . import formats_iq  # noqa: E402,F401  (registers the codebook formats IQ1_S ... IQ3_S)
+
 SUPPORTED_TYPES: tuple[T, ...] = tuple(_REGISTRY)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType as T
 
-from . import quantize_k  # noqa: F401  (registers the K-quant definitions)
+from . import quantize_k, quantize_lowbit  # noqa: F401  (register the K-quants, TQ1_0, TQ2_0, MXFP4)
 from .errors import QuantError
 from .formats import BlockFormat, get_format
 from .qtensor import QTensor

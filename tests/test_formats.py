@@ -51,6 +51,14 @@ def random_blocks(qtype: T, n_blocks: int, seed: int = 0) -> np.ndarray:
             blocks[:, offset:offset + size] = _value_bytes(qtype, rng, n_blocks)
         elif name in FLOAT_FIELDS:
             blocks[:, offset:offset + size] = _finite_f16_bits(rng, n_blocks).view(np.uint8).reshape(n_blocks, 2)
+        elif qtype == T.MXFP4 and name == "e":          # 2^-18 .. 2^11: finite products
+            blocks[:, offset] = rng.integers(110, 140, n_blocks)
+        elif qtype == T.IQ1_M and name == "scales":     # d's f16 nibbles in bits 12-15 of 4 u16
+            d = _finite_f16_bits(rng, n_blocks).astype(np.uint16)
+            sc = blocks[:, offset:offset + size].copy().view(np.uint16)
+            for j in range(4):
+                sc[:, j] = (sc[:, j] & 0x0FFF) | (((d >> (4 * j)) & 0xF) << 12)
+            blocks[:, offset:offset + size] = sc.view(np.uint8)
         offset += size
     return blocks
 
@@ -136,9 +144,9 @@ def test_chunked_dequantize_equals_one_shot(monkeypatch):
     assert torch.equal(quant.dequantize(raw, qtype, shape), one_shot)
 
 
-@pytest.mark.parametrize("qtype", [T.IQ2_XXS, 999, 10_000], ids=["IQ2_XXS", "id999", "id10000"])
+@pytest.mark.parametrize("qtype", [T.NVFP4, 999, 10_000], ids=["NVFP4", "id999", "id10000"])
 def test_get_format_rejects_unsupported(qtype):
-    with pytest.raises(quant.QuantError, match=r"(IQ2_XXS \(id 16\)|unknown GGML type id).*supported: F32, .*Q4_K"):
+    with pytest.raises(quant.QuantError, match=r"(NVFP4 \(id 40\)|unknown GGML type id).*supported: F32, .*Q4_K"):
         quant.get_format(qtype)
 
 

@@ -32,6 +32,7 @@ from quant.quantize import QUANTIZABLE_TYPES, quantize, quantize_tensor
 FIXTURES = Path(__file__).parent / "fixtures"
 LEGACY = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0)
 K_QUANTS = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
+LOWBIT = (T.TQ1_0, T.TQ2_0, T.MXFP4)     # round trips: tests/test_formats_iq.py
 BITS = {T.Q4_0: 4, T.Q4_1: 4, T.Q5_0: 5, T.Q5_1: 5, T.Q8_0: 8,
         T.Q2_K: 2, T.Q3_K: 3, T.Q4_K: 4, T.Q5_K: 5, T.Q6_K: 6}
 
@@ -97,7 +98,7 @@ def llamacpp():
         return meta, {k: f[k] for k in f.files}
 
 
-@pytest.mark.parametrize("qtype", K_QUANTS + LEGACY, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", K_QUANTS + LEGACY + LOWBIT, ids=lambda t: t.name)
 def test_matches_llamacpp_fixture(llamacpp, qtype):
     meta, arrays_ = llamacpp
     x, ref = arrays_["x"], arrays_[qtype.name]
@@ -114,7 +115,7 @@ def test_fixture_covers_the_documented_cases(llamacpp):
     kinds = {g["kind"] for g in meta["groups"]}
     expected = {"normal", "student_t2", "zeros", "constant", "tiny_1e-20", "huge_3e4", "small_ints", "signed_zeros"}
     assert expected <= kinds
-    assert arrays_["x"].dtype == np.float32 and set(meta["types"]) == {t.name for t in K_QUANTS + LEGACY}
+    assert arrays_["x"].dtype == np.float32 and set(meta["types"]) == {t.name for t in K_QUANTS + LEGACY + LOWBIT}
 
 
 # --- bar 3: round trips ------------------------------------------------------------------------

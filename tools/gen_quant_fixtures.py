@@ -8,7 +8,9 @@ llama-cpp-python. Tests never load it: they read the committed npz.
     python tools/gen_quant_fixtures.py
 
 npz contents: `x` float32 (R, C) input rows; one uint8 (R, row bytes) array per type name
-(Q2_K ... Q6_K, and the legacy Q4_0 ... Q8_0 as a second oracle next to gguf-py).
+(Q2_K ... Q6_K, and the legacy Q4_0 ... Q8_0 as a second oracle next to gguf-py; TQ1_0, TQ2_0,
+MXFP4); `imatrix_<type>` for the codebook types IQ1_S ... IQ4_XS, quantized by llama.cpp with
+an importance matrix (blocks as real files hold them, for the dequantizers' tests).
 json: seed, shape, the llama.cpp build, and the distribution behind each group of rows.
 """
 
@@ -25,7 +27,11 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 SEED = 20240611
 ROWS_PER_KIND = 4
 N_COLS = 512  # two super-blocks per row
-TYPES = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0)
+TYPES = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0,
+         T.TQ1_0, T.TQ2_0, T.MXFP4)
+# The codebook types: llama.cpp quantizes them with an importance matrix (we only dequantize
+# them); an imatrix of squared activations drawn once per column, as llama-imatrix collects.
+IQ_TYPES = (T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ4_NL, T.IQ4_XS)
 
 
 def _blockwise_scale(rng: np.random.Generator, shape: tuple[int, int], lo: float, hi: float) -> np.ndarray:
@@ -102,15 +108,16 @@ def load_ggml() -> ctypes.CDLL:
     return lib
 
 
-def ggml_quantize(lib: ctypes.CDLL, x: np.ndarray, qtype: T) -> np.ndarray:
+def ggml_quantize(lib: ctypes.CDLL, x: np.ndarray, qtype: T, imatrix: np.ndarray | None = None) -> np.ndarray:
     """llama.cpp's blocks for float32 rows x (R, C): uint8 (R, row bytes). GGML type ids = gguf's."""
     from gguf.constants import GGML_QUANT_SIZES
 
-    assert not lib.ggml_quantize_requires_imatrix(int(qtype))
+    assert imatrix is not None or not lib.ggml_quantize_requires_imatrix(int(qtype))
     x = np.ascontiguousarray(x, dtype=np.float32)
     block, size = GGML_QUANT_SIZES[qtype]
     out = np.zeros((x.shape[0], x.shape[1] // block * size), dtype=np.uint8)
-    n = lib.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1], None)
+    weights = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32).ctypes.data
+    n = lib.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1], weights)
     assert n == out.nbytes, (qtype.name, n, out.nbytes)
     return out
 
@@ -121,12 +128,16 @@ def main() -> None:
     lib = load_ggml()
     x, groups = make_rows()
     arrays = {"x": x} | {t.name: ggml_quantize(lib, x, t) for t in TYPES}
+    imatrix = np.random.default_rng(SEED + 1).standard_normal((64, N_COLS)).astype(np.float32)
+    imatrix = (imatrix ** 2).mean(axis=0)                                # (C,) mean x^2
+    arrays |= {f"imatrix_{t.name}": ggml_quantize(lib, x, t, imatrix) for t in IQ_TYPES}
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT / "quant_llamacpp.npz", **arrays)
     meta = {
         "generator": "tools/gen_quant_fixtures.py",
         "oracle": f"ggml_quantize_chunk (imatrix=NULL) from llama-cpp-python {llama_cpp.__version__}",
-        "seed": SEED, "shape": list(x.shape), "types": [t.name for t in TYPES], "groups": groups,
+        "seed": SEED, "shape": list(x.shape), "types": [t.name for t in TYPES],
+        "imatrix_types": [t.name for t in IQ_TYPES], "groups": groups,
     }
     (OUT / "quant_llamacpp.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"wrote {OUT / 'quant_llamacpp.npz'}: {x.shape} rows, {len(TYPES)} types")

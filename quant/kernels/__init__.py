@@ -109,3 +109,17 @@ def describe_choices() -> str:
     return (f"CPU {cpu.describe()} | prompt rows: {', '.join(prompt)}, x float32 | generated tokens: "
             f"{', '.join(generated)}, {rounding} | {bf16_state}"
             + (f" | GGUF_RUNTIME_KERNELS={spec}" if spec else ""))
+
+
+def type_kernels(qtype) -> dict[str, str]:
+    """{path: backend} that a weight of `qtype` takes here ("decode", "prefill"); "none" where
+    no kernel exists (an unsupported type). For `inspect`: a fast kernel or only "reference"."""
+    from ..errors import QuantError
+    from .registry import PATHS, select
+    out = {}
+    for path in PATHS:
+        try:
+            out[path] = select(qtype, path).backend
+        except QuantError:
+            out[path] = "none"
+    return out

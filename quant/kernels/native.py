@@ -57,7 +57,7 @@ CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract
 # flag sets tried after CFLAGS fails: (flags dropped, what the warning says is lost)
 FALLBACK_DROPS = ((("-fopenmp",), "OpenMP: the kernels run on one thread"),
                   (("-fopenmp", "-march=native"), "OpenMP and -march=native: one thread, no AVX2 rows"))
-ABI_VERSION = 3
+ABI_VERSION = 4
 ENV_CACHE = "GGUF_RUNTIME_CACHE"
 # -march for the build instead of "native" (e.g. x86-64-v3: AVX2 without AVX-512; x86-64-v2:
 # no AVX2, so no q8k rows): runs the suite as a CPU of that kind would (with torch's
@@ -69,7 +69,8 @@ ENV_ASAN = "GGUF_RUNTIME_ASAN"
 ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 
 DEQUANT_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
-                 T.IQ4_NL, T.IQ4_XS)
+                 T.IQ4_NL, T.IQ4_XS, T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS,
+                 T.IQ3_S, T.TQ1_0, T.TQ2_0, T.MXFP4)
 DECODE_TYPES = (*DEQUANT_TYPES, T.F16, T.BF16)   # F16/BF16 prefill: torch's conversion is one pass
 # float32 weights per prefill tile (4 MiB): measured best of 256 KiB .. 16 MiB for 16 and 512 x rows
 PREFILL_TILE_WEIGHTS = 1 << 20
@@ -187,12 +188,30 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "ggr_dequant": [i32, ptr, i64, ptr, i32],
         "ggr_block_step": [ptr, ptr, ptr, ptr, ptr, ptr, i32, i64, i64, i32],
         "ggr_experts_step": [ptr, ptr, ptr, ptr, i32, ptr, i32],
+        "ggr_set_grids": [ptr] * 7, "ggr_grids_ready": [],
     }
     for name, args in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, i32
     lib.ggr_kernel_ns.restype = i64
     return lib
+
+
+GRID_ORDER = ("iq2xxs", "iq2xs", "iq2s", "iq3xxs", "iq3s", "iq1s", "ksigns")   # ggr_set_grids'
+_GRIDS_KEPT: list = []
+
+
+def _set_grids(lib: ctypes.CDLL) -> None:
+    """Hand the codebooks (quant/data/iq_grids.npz) to the library, which copies them."""
+    import numpy as np
+
+    from ..formats_iq import GRIDS_FILE
+    with np.load(GRIDS_FILE) as tables:
+        arrays = [np.ascontiguousarray(tables[name]) for name in GRID_ORDER]
+    _GRIDS_KEPT[:] = arrays
+    lib.ggr_set_grids(*(a.ctypes.data for a in arrays))
+    if not lib.ggr_grids_ready():
+        raise RuntimeError("ggr_set_grids did not take the grids")
 
 
 def _check(lib: ctypes.CDLL) -> None:
@@ -231,6 +250,7 @@ def _build_and_load() -> ctypes.CDLL | None:
         if not path.exists():
             _build(cc, path)
         lib = _bind(ctypes.CDLL(str(path)))
+        _set_grids(lib)
         _check(lib)
     except Exception as exc:  # noqa: BLE001 - any failure means "use the reference kernels"
         warnings.warn(f"gguf-runtime native kernels unavailable ({exc}); using the reference kernels",

@@ -257,5 +257,6 @@ INLINE void deq_bf16_n(const uint8_t *p, float *w, int n) {
 INLINE void deq_f16(const uint8_t *restrict p, float *restrict w) { deq_f16_n(p, w, 32); }
 INLINE void deq_bf16(const uint8_t *restrict p, float *restrict w) { deq_bf16_n(p, w, 32); }
 
+#include "blocks_iq.h"     /* the codebook, ternary and MXFP4 formats */
 
 #endif

@@ -346,6 +346,23 @@ INLINE void row_bf16(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
     float_unit(A, X, pos, f);
 }
 
+/* Ternary rows: the block is dequantized into L1 by its scalar deq_<name>, then FMA'd against
+ * x in units of 32 as the float rows. */
+#define DEQ_ROW(name, QK)                                                                    \
+    INLINE void row_##name(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {         \
+        float w[QK] ALIGNED;                                                                 \
+        deq_##name(p, w);                                                                    \
+        for (int u = 0; u < QK; u += 32) {                                                   \
+            const __m256 f[4] = {_mm256_load_ps(w + u), _mm256_load_ps(w + u + 8),           \
+                                 _mm256_load_ps(w + u + 16), _mm256_load_ps(w + u + 24)};    \
+            float_unit(A, X, pos + u, f);                                                    \
+        }                                                                                    \
+    }
+DEQ_ROW(tq1_0, QK_K)
+DEQ_ROW(tq2_0, QK_K)
+
+#include "fused_iq_avx2.h"     /* the codebook types and MXFP4 */
+
 /* ---- the row driver ---- */
 
 typedef void (*row_fn)(accs *, const xrows *, int64_t, const uint8_t *);

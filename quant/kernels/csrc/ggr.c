@@ -51,7 +51,7 @@
 #include <omp.h>
 #endif
 
-#define GGR_ABI 3
+#define GGR_ABI 4
 #define GGR_MAX_MATRICES 8
 
 enum { GGR_Q8K = 1 };      /* ggr_matrix.flags: round x to Q8_K and dot in integers where the type can */
@@ -169,6 +169,16 @@ DEFINE_KERNELS(q5_k, QK_K, 176)
 DEFINE_KERNELS(q6_k, QK_K, 210)
 DEFINE_KERNELS(iq4_nl, 32, 18)
 DEFINE_KERNELS(iq4_xs, QK_K, 136)
+DEFINE_KERNELS(iq2_xxs, QK_K, 66)
+DEFINE_KERNELS(iq2_xs, QK_K, 74)
+DEFINE_KERNELS(iq2_s, QK_K, 82)
+DEFINE_KERNELS(iq3_xxs, QK_K, 98)
+DEFINE_KERNELS(iq3_s, QK_K, 110)
+DEFINE_KERNELS(iq1_s, QK_K, 50)
+DEFINE_KERNELS(iq1_m, QK_K, 56)
+DEFINE_KERNELS(tq1_0, QK_K, 54)
+DEFINE_KERNELS(tq2_0, QK_K, 66)
+DEFINE_KERNELS(mxfp4, 32, 17)
 DEFINE_FLOAT_KERNELS(f16)
 DEFINE_FLOAT_KERNELS(bf16)
 
@@ -198,7 +208,9 @@ typedef struct {
 
 enum { GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
        GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14,
-       GGML_IQ4_NL = 20, GGML_IQ4_XS = 23, GGML_BF16 = 30, GGML_TYPE_END = 64 };
+       GGML_IQ2_XXS = 16, GGML_IQ2_XS = 17, GGML_IQ3_XXS = 18, GGML_IQ1_S = 19, GGML_IQ4_NL = 20,
+       GGML_IQ3_S = 21, GGML_IQ2_S = 22, GGML_IQ4_XS = 23, GGML_IQ1_M = 29, GGML_BF16 = 30,
+       GGML_TQ1_0 = 34, GGML_TQ2_0 = 35, GGML_MXFP4 = 39, GGML_TYPE_END = 64 };
 
 static const format_ops FORMATS[GGML_TYPE_END] = {
     [GGML_Q4_0] = {32, 18, rows_q4_0, dequant_q4_0},
@@ -213,12 +225,29 @@ static const format_ops FORMATS[GGML_TYPE_END] = {
     [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k, ROWS_Q8K(q6_k)},
     [GGML_IQ4_NL] = {32, 18, rows_iq4_nl, dequant_iq4_nl},
     [GGML_IQ4_XS] = {QK_K, 136, rows_iq4_xs, dequant_iq4_xs},
+    [GGML_IQ2_XXS] = {QK_K, 66, rows_iq2_xxs, dequant_iq2_xxs},
+    [GGML_IQ2_XS] = {QK_K, 74, rows_iq2_xs, dequant_iq2_xs},
+    [GGML_IQ2_S] = {QK_K, 82, rows_iq2_s, dequant_iq2_s},
+    [GGML_IQ3_XXS] = {QK_K, 98, rows_iq3_xxs, dequant_iq3_xxs},
+    [GGML_IQ3_S] = {QK_K, 110, rows_iq3_s, dequant_iq3_s},
+    [GGML_IQ1_S] = {QK_K, 50, rows_iq1_s, dequant_iq1_s},
+    [GGML_IQ1_M] = {QK_K, 56, rows_iq1_m, dequant_iq1_m},
+    [GGML_TQ1_0] = {QK_K, 54, rows_tq1_0, dequant_tq1_0},
+    [GGML_TQ2_0] = {QK_K, 66, rows_tq2_0, dequant_tq2_0},
+    [GGML_MXFP4] = {32, 17, rows_mxfp4, dequant_mxfp4},
     [GGML_F16] = {1, 2, rows_f16, NULL},
     [GGML_BF16] = {1, 2, rows_bf16, NULL},
 };
 
+static int needs_grids(int type) {
+    return type == GGML_IQ2_XXS || type == GGML_IQ2_XS || type == GGML_IQ2_S || type == GGML_IQ3_XXS ||
+           type == GGML_IQ3_S || type == GGML_IQ1_S || type == GGML_IQ1_M;
+}
+
+/* a format's kernels; none for the codebook types until ggr_set_grids has run */
 static const format_ops *ops(int type) {
-    return type >= 0 && type < GGML_TYPE_END && FORMATS[type].rows ? &FORMATS[type] : NULL;
+    if (type < 0 || type >= GGML_TYPE_END || !FORMATS[type].rows) return NULL;
+    return needs_grids(type) && !GRIDS_READY ? NULL : &FORMATS[type];
 }
 
 int ggr_abi_version(void) { return GGR_ABI; }
