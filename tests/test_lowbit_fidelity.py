@@ -54,3 +54,12 @@ def test_every_new_type_is_covered():
     types = {f["type"] for f in SUMMARY["files"].values()}
     assert types == {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0", "MXFP4"}
     assert {f["case"] for f in SUMMARY["files"].values()} == {"llama", "qwen3moe"}
+
+
+@pytest.mark.parametrize("name", ["llama-IQ2_XS.gguf", "llama-TQ1_0.gguf", "qwen3moe-IQ1_M.gguf", "qwen3moe-MXFP4.gguf"])
+def test_one_call_block_step_takes_the_new_types(name, monkeypatch):
+    """Every block's decode runs as one native call (its routed experts too) and gives exactly
+    the op-by-op logits."""
+    from tests.stepping import assert_block_step_is_op_by_op
+    n_blocks = 2
+    assert_block_step_is_op_by_op(LOWBIT / name, pc.IDS[:10], 4, n_blocks, monkeypatch)
