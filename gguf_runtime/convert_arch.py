@@ -120,6 +120,7 @@ HF_ARCHITECTURES = {
     "GraniteMoeSharedForCausalLM": "granitemoe", "Qwen2MoeForCausalLM": "qwen2moe",
     "Qwen3MoeForCausalLM": "qwen3moe", "OlmoeForCausalLM": "olmoe",
     "DeepseekV2ForCausalLM": "deepseek2", "DeepseekV3ForCausalLM": "deepseek2",
+    "Glm4MoeLiteForCausalLM": "deepseek2",                 # GLM-4.7-Flash: written as deepseek2
     "Glm4MoeForCausalLM": "glm4moe",
 }
 

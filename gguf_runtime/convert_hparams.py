@@ -286,6 +286,9 @@ def _deepseek2(h: HParams, kv: KV) -> None:
                    "rms_norm_eps": h.cfg.get("rms_norm_eps", 1e-6)}, h.source), kv)
     r, p = int(h.cfg.get("kv_lora_rank") or 512), int(h.find("qk_rope_head_dim"))
     dense = h.cfg.get("first_k_dense_replace")
+    if dense is None and isinstance(h.cfg.get("mlp_layer_types"), list):    # GLM-4.7-Flash's form
+        kinds = h.cfg["mlp_layer_types"]
+        dense = next((i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds))
     if dense is None:                       # no key: a dense model is all leading dense layers
         dense = 0 if h.n_expert else h.n_layer
     kv.update(add_leading_dense_block_count=int(dense),
@@ -302,8 +305,11 @@ def _deepseek2(h: HParams, kv: KV) -> None:
         kv["add_expert_weights_norm"] = True
     if (mscale_all := h.rope.get("mscale_all_dim")) is not None:
         kv["add_rope_scaling_yarn_log_mul"] = 0.1 * float(mscale_all)   # llama.cpp's legacy 0.1
-    if "add_expert_gating_func" not in kv and h.cfg.get("architectures") == [
-            "DeepseekV3ForCausalLM"]:
+    # Sigmoid routers: DeepSeek-V3's; GLM-4.7-Flash's too, which llama.cpp's converter leaves
+    # unset (its loader then guesses sigmoid only for the real model's 47 layers and 154,880
+    # tokens): written here, so any file of the family routes as its model does.
+    if "add_expert_gating_func" not in kv and h.cfg.get("architectures") in (
+            ["DeepseekV3ForCausalLM"], ["Glm4MoeLiteForCausalLM"]):
         kv["add_expert_gating_func"] = ExpertGatingFuncType.SIGMOID
 
 

@@ -52,11 +52,22 @@ class Routing:
         norm = spec.expert_weights_norm
         gating = spec.expert_gating
         if gating == "file":
-            gating = spec.expert_gating_unset if c.expert_gating_func == 0 else \
+            gating = _unset_gating(c, spec) if c.expert_gating_func == 0 else \
                 GATING_FUNCS.get(c.expert_gating_func, f"#{c.expert_gating_func}")
         return cls(c.expert_count, c.expert_used_count, gating,
                    c.expert_weights_norm if norm is None else norm,
                    c.expert_weights_scale or 1.0, c.expert_group_count, c.expert_group_used_count)
+
+
+def _unset_gating(c: ModelConfig, spec: ArchSpec) -> str:
+    """The router of a file without {arch}.expert_gating_func, as llama.cpp's loader decides:
+    deepseek2 files of GLM-4.7-Flash's shape (a trunk of 47 or 48 blocks, 154,880 tokens: its
+    converter writes no gating key) are sigmoid, other deepseek2 files (DeepSeek-V2 / V2.5)
+    softmax; other families take their ArchSpec's expert_gating_unset."""
+    if c.architecture == "deepseek2":
+        glm47 = c.trunk_block_count in (47, 48) and c.vocab_size == 154880
+        return "sigmoid" if glm47 else "softmax"
+    return spec.expert_gating_unset
 
 
 def routing_problem(c: ModelConfig, spec: ArchSpec) -> str | None:

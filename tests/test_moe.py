@@ -160,6 +160,28 @@ def test_glm4moe_mtp_blocks_are_skipped(built, tmp_path):
                      rf"glm4moe\.block_count \({n + 1}\)")
 
 
+def test_deepseek2_without_a_gating_key_routes_as_llama_cpp_guesses(built):
+    """llama.cpp's converter writes GLM-4.7-Flash as deepseek2 without expert_gating_func; its
+    loader then routes by sigmoid for that model's shape (47 or 48 trunk blocks, 154,880 tokens)
+    and by softmax otherwise (DeepSeek-V2 / V2.5 files). Ours writes the key (sigmoid)."""
+    import dataclasses
+
+    from gguf_runtime.moe import Routing
+    b = built("glm4moelite")
+    model = gguf_runtime.load(b.files["F32"], n_ctx=64)
+    c, spec = model.config, model.spec
+    assert c.expert_gating_func == 2 and Routing.from_config(c, spec).gating == "sigmoid"
+    unset = dataclasses.replace(c, expert_gating_func=0)
+    assert Routing.from_config(unset, spec).gating == "softmax"
+    for blocks in (47, 48):
+        glm = dataclasses.replace(unset, block_count=blocks, vocab_size=154880)
+        assert Routing.from_config(glm, spec).gating == "sigmoid"
+    mtp = dataclasses.replace(unset, block_count=48, nextn_predict_layers=1, vocab_size=154880)
+    assert Routing.from_config(mtp, spec).gating == "sigmoid"            # trunk of 47
+    other = dataclasses.replace(unset, block_count=47, vocab_size=128256)
+    assert Routing.from_config(other, spec).gating == "softmax"
+
+
 # --------------------------------------------------------------------------- experts
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K"])
 def test_expert_slices_are_the_stack(qtype):

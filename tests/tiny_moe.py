@@ -88,6 +88,12 @@ CASES = {
         rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
                          "original_max_position_embeddings": 32, "mscale": 0.707,
                          "mscale_all_dim": 0.707, "beta_fast": 32.0, "beta_slow": 1.0})),
+    # GLM-4.7-Flash (Glm4MoeLiteForCausalLM, written as deepseek2): latent attention with a
+    # query LoRA, sigmoid router with selection bias, weight scale, a shared expert, leading
+    # dense block given as mlp_layer_types.
+    "glm4moelite": Case("deepseek2", "Glm4MoeLiteConfig", dict(
+        **MLA, q_lora_rank=128, n_routed_experts=8, num_experts_per_tok=2, n_group=1,
+        topk_group=1, routed_scaling_factor=1.8, norm_topk_prob=True)),
     # GLM-4.5: Q/K/V biases, per-head Q/K norms, NeoX RoPE over half of each head, a leading
     # dense block, sigmoid router with selection bias and weight scale, one shared expert.
     "glm4moe": Case("glm4moe", "Glm4MoeConfig", dict(
