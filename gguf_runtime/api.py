@@ -35,11 +35,15 @@ class Timings:
     generated_tokens: int = 0
     decode_s: float = 0.0
 
+    @property
+    def decode_rate(self) -> float:
+        """Generated tokens per second after the first (which the prefill produced); 0 if none."""
+        return (self.generated_tokens - 1) / self.decode_s if self.decode_s and self.generated_tokens > 1 else 0.0
+
     def summary(self) -> str:
         pre = self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
-        dec = (self.generated_tokens - 1) / self.decode_s if self.decode_s else 0.0
         return (f"load {self.load_s:.2f} s | prefill {self.prompt_tokens} tok at {pre:.1f} tok/s"
-                f" | decode {self.generated_tokens} tok at {dec:.1f} tok/s")
+                f" | decode {self.generated_tokens} tok at {self.decode_rate:.1f} tok/s")
 
 
 @dataclass

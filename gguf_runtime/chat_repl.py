@@ -84,12 +84,11 @@ def _answer(session: ChatSession) -> None:
     print()
     session.turns.append({"role": "assistant", "content": "".join(reply)})
     t = session.model.timings
-    rate = (t.generated_tokens - 1) / t.decode_s if t.decode_s and t.generated_tokens > 1 else 0.0
-    print(_dim(f"[{'stopped: ' if stopped else ''}{t.generated_tokens} tokens, {rate:.1f} tok/s]"),
+    print(_dim(f"[{'stopped: ' if stopped else ''}{t.generated_tokens} tokens, {t.decode_rate:.1f} tok/s]"),
           file=sys.stderr)
 
 
-def run_chat(session: ChatSession, stdin=None) -> int:
+def run_chat(session: ChatSession) -> int:
     """The read-answer loop until /exit or end of input."""
     try:
         import readline  # noqa: F401  (line editing and history for input())

@@ -226,8 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         print()
     t = model.timings
-    rate = (t.generated_tokens - 1) / t.decode_s if t.decode_s and t.generated_tokens > 1 else 0.0
-    print(f"[{t.summary()}]" if args.verbose else f"[{t.generated_tokens} tokens, {rate:.1f} tok/s]",
+    print(f"[{t.summary()}]" if args.verbose else f"[{t.generated_tokens} tokens, {t.decode_rate:.1f} tok/s]",
           file=sys.stderr)
     return 0
 
@@ -244,9 +243,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    if not 0 <= args.port <= 65535:
-        raise GGUFError(f"--port must be in 0..65535, got {args.port}")
-    model = _load(args)
+    model = _load(args)       # --port is range-checked by its flag type
     name = model.path.name
 
     def ready(httpd) -> None:

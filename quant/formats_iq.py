@@ -62,7 +62,7 @@ def _u32_fields(x: torch.Tensor, shift: int, bits: int) -> torch.Tensor:
 
 def _nibbles(x: torch.Tensor) -> torch.Tensor:
     """(N, k) uint8 -> (N, 2k): low nibble of byte i at 2i, high at 2i + 1."""
-    return torch.stack([x & 0x0F, x >> 4], dim=-1).reshape(x.shape[0], -1)
+    return _unpack(x.unsqueeze(-1), 4).reshape(x.shape[0], -1)
 
 
 # IQ2_XXS (66 B): d: f16 | qs: 8 x (u32 grid, u32 meta) per 32 weights

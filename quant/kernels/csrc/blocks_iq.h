@@ -32,6 +32,19 @@ int ggr_grids_ready(void) { return GRIDS_READY; }
 
 INLINE uint16_t ld_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
+/* the IQ2 scale of nibble s: (d * (0.5 + s)) * 0.25, in gguf-py's order */
+INLINE float iq2_scale(float d, int s) { return d * (0.5f + (float)s) * 0.25f; }
+
+/* IQ1_M: the four u16 scale words, and d from their top nibbles (low nibble first) */
+INLINE float iq1_m_scales(const uint8_t *sc, uint16_t s16[4]) {
+    uint16_t dbits = 0;
+    for (int j = 0; j < 4; j++) s16[j] = ld_u16(sc + 2 * j), dbits |= (uint16_t)((s16[j] >> 12) << (4 * j));
+    return f16_to_f32(dbits);
+}
+
+/* MXFP4's E8M0 scale e: 2^(e - 128) (ggml_e8m0_to_fp32_half; e < 2 subnormal) */
+INLINE float e8m0_half(uint8_t e) { return f32_from_bits(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23); }
+
 /* 8 weights db * grid[j], negated where bit j of `signs` is set ((db*g)*-1 is exact negation,
  * done as a flip of the sign bit: no branch on random bits) */
 INLINE void put8(float *w, float db, const uint8_t *g, unsigned signs) {
@@ -46,7 +59,7 @@ INLINE void deq_iq2_xxs(const uint8_t *restrict p, float *restrict w) {
     for (int g = 0; g < 8; g++, w += 32) {
         const uint8_t *q = p + 2 + 8 * g;
         const uint32_t meta = ld_u32(q + 4);
-        const float db = d * (0.5f + (float)(meta >> 28)) * 0.25f;
+        const float db = iq2_scale(d, (int)(meta >> 28));
         for (int l = 0; l < 4; l++) put8(w + 8 * l, db, IQ2XXS_GRID[q[l]], KSIGNS[(meta >> (7 * l)) & 127]);
     }
 }
@@ -57,8 +70,7 @@ INLINE void deq_iq2_xs(const uint8_t *restrict p, float *restrict w) {
     const float d = ld_f16(p);
     const uint8_t *qs = p + 2, *scales = p + 66;
     for (int i = 0; i < 32; i++) {
-        const int s = (scales[i / 4] >> (4 * ((i / 2) % 2))) & 0x0F;
-        const float db = d * (0.5f + (float)s) * 0.25f;
+        const float db = iq2_scale(d, (scales[i / 4] >> (4 * ((i / 2) % 2))) & 0x0F);
         const uint16_t q = ld_u16(qs + 2 * i);
         put8(w + 8 * i, db, IQ2XS_GRID[q & 511], KSIGNS[q >> 9]);
     }
@@ -70,8 +82,7 @@ INLINE void deq_iq2_s(const uint8_t *restrict p, float *restrict w) {
     const float d = ld_f16(p);
     const uint8_t *qs = p + 2, *signs = p + 34, *qh = p + 66, *scales = p + 74;
     for (int i = 0; i < 32; i++) {
-        const int s = (scales[i / 4] >> (4 * ((i / 2) % 2))) & 0x0F;
-        const float db = d * (0.5f + (float)s) * 0.25f;
+        const float db = iq2_scale(d, (scales[i / 4] >> (4 * ((i / 2) % 2))) & 0x0F);
         const int idx = qs[i] | (((qh[i / 4] >> (2 * (i % 4))) & 3) << 8);
         put8(w + 8 * i, db, IQ2S_GRID[idx], signs[i]);
     }
@@ -138,9 +149,8 @@ INLINE void deq_iq1_s(const uint8_t *restrict p, float *restrict w) {
  * of the four: the f16 d, low nibble first)               w = (d * (2s + 1)) * (g + delta) */
 INLINE void deq_iq1_m(const uint8_t *restrict p, float *restrict w) {
     const uint8_t *qs = p, *qh = p + 32, *sc = p + 48;
-    uint16_t s16[4], dbits = 0;
-    for (int j = 0; j < 4; j++) s16[j] = ld_u16(sc + 2 * j), dbits |= (uint16_t)((s16[j] >> 12) << (4 * j));
-    const float d = f16_to_f32(dbits);
+    uint16_t s16[4];
+    const float d = iq1_m_scales(sc, s16);
     for (int i = 0; i < 32; i++) {                           /* group of 8 weights */
         const int s = (s16[i / 8] >> (3 * ((i / 2) % 4))) & 7;
         const float dl = d * (float)(2 * s + 1);
@@ -179,8 +189,7 @@ INLINE void deq_tq2_0(const uint8_t *restrict p, float *restrict w) {
  *                                                         w = 2^(e-128) * MXFP4_VALUES[q] */
 static const int8_t MXFP4_VALUES[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 INLINE void deq_mxfp4(const uint8_t *restrict p, float *restrict w) {
-    const uint8_t e = p[0];
-    const float d = f32_from_bits(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+    const float d = e8m0_half(p[0]);
     for (int j = 0; j < 16; j++) {
         w[j] = d * (float)MXFP4_VALUES[p[1 + j] & 0x0F];
         w[j + 16] = d * (float)MXFP4_VALUES[p[1 + j] >> 4];

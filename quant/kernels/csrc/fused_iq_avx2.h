@@ -32,7 +32,7 @@ INLINE void row_iq2_xxs(accs *A, const xrows *X, int64_t pos, const uint8_t *p) 
         const uint32_t meta = ld_u32(q + 4);
         __m256 f[4];
         for (int l = 0; l < 4; l++) f[l] = grid8(IQ2XXS_GRID[q[l]], KSIGNS[(meta >> (7 * l)) & 127]);
-        const float db = d * (0.5f + (float)(meta >> 28)) * 0.25f;
+        const float db = iq2_scale(d, (int)(meta >> 28));
         unit_dot(A, X, pos + 32 * g, f, db, db, ONE_SCALE);
     }
 }
@@ -46,9 +46,7 @@ INLINE void row_iq2_xs(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
             const uint16_t q = ld_u16(qs + 2 * (4 * g + l));
             f[l] = grid8(IQ2XS_GRID[q & 511], KSIGNS[q >> 9]);
         }
-        const float d0 = d * (0.5f + (float)(scales[g] & 0x0F)) * 0.25f;
-        const float d1 = d * (0.5f + (float)(scales[g] >> 4)) * 0.25f;
-        unit_dot(A, X, pos + 32 * g, f, d0, d1, TWO_SCALES);
+        unit_dot(A, X, pos + 32 * g, f, iq2_scale(d, scales[g] & 0x0F), iq2_scale(d, scales[g] >> 4), TWO_SCALES);
     }
 }
 
@@ -61,9 +59,7 @@ INLINE void row_iq2_s(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
             const int i = 4 * g + l;
             f[l] = grid8(IQ2S_GRID[qs[i] | (((qh[g] >> (2 * l)) & 3) << 8)], signs[i]);
         }
-        const float d0 = d * (0.5f + (float)(scales[g] & 0x0F)) * 0.25f;
-        const float d1 = d * (0.5f + (float)(scales[g] >> 4)) * 0.25f;
-        unit_dot(A, X, pos + 32 * g, f, d0, d1, TWO_SCALES);
+        unit_dot(A, X, pos + 32 * g, f, iq2_scale(d, scales[g] & 0x0F), iq2_scale(d, scales[g] >> 4), TWO_SCALES);
     }
 }
 
@@ -111,9 +107,8 @@ INLINE void row_iq1_s(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
 
 INLINE void row_iq1_m(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
     const uint8_t *qs = p, *qh = p + 32, *sc = p + 48;
-    uint16_t s16[4], dbits = 0;
-    for (int j = 0; j < 4; j++) s16[j] = ld_u16(sc + 2 * j), dbits |= (uint16_t)((s16[j] >> 12) << (4 * j));
-    const float d = f16_to_f32(dbits);
+    uint16_t s16[4];
+    const float d = iq1_m_scales(sc, s16);
     for (int g = 0; g < 8; g++) {                    /* 32 weights: groups of 8 i = 4g .. 4g+3 */
         __m256 f[4];
         for (int l = 0; l < 4; l++) {
@@ -128,8 +123,7 @@ INLINE void row_iq1_m(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
 }
 
 INLINE void row_mxfp4(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
-    const uint8_t e = p[0];
-    const float d = f32_from_bits(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+    const float d = e8m0_half(p[0]);
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)MXFP4_VALUES));
     __m256 f[4];
     codes_i8(_mm256_shuffle_epi8(table, nibbles_32(p + 1)), f);
