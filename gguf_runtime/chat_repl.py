@@ -10,7 +10,9 @@ each answer a dim line on stderr gives its tokens and tok/s.
 
 from __future__ import annotations
 
+import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .errors import GGUFError
@@ -63,24 +65,44 @@ def _command(session: ChatSession, line: str) -> bool:
     return True
 
 
+@contextmanager
+def _ctrl_c_sets_a_flag():
+    """While an answer streams, Ctrl-C only sets a flag that the loop reads between two tokens.
+
+    A KeyboardInterrupt raised wherever the interpreter happens to be (inside the model's
+    cache update, a finalizer that swallows it) could leave a half-written cache or be lost;
+    the flag stops the answer at a token boundary, always."""
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _answer(session: ChatSession) -> None:
     """Stream one answer to the last user turn; Ctrl-C stops it, an error drops the turn."""
     dropped = session.fit_context()
     if dropped:
         print(_dim(f"[dropped the {dropped} oldest turn(s) to fit the context of "
                    f"{session.model.n_ctx} tokens]"), file=sys.stderr)
-    reply, stopped = [], False
-    try:
-        for piece in session.model.chat(session.messages(), chat_template=session.template,
-                                        **session.gen_kwargs):
-            reply.append(piece)
-            print(piece, end="", flush=True)
-    except KeyboardInterrupt:
-        stopped = True
-    except GGUFError as e:
-        print(f"\n[error: {e}]", file=sys.stderr)
-        session.turns.pop()
-        return
+    reply = []
+    with _ctrl_c_sets_a_flag() as pressed:
+        pieces = session.model.chat(session.messages(), chat_template=session.template,
+                                    **session.gen_kwargs)
+        try:
+            for piece in pieces:
+                reply.append(piece)
+                print(piece, end="", flush=True)
+                if pressed:
+                    break
+        except GGUFError as e:
+            print(f"\n[error: {e}]", file=sys.stderr)
+            session.turns.pop()
+            return
+        finally:
+            pieces.close()
+    stopped = bool(pressed)
     print()
     session.turns.append({"role": "assistant", "content": "".join(reply)})
     t = session.model.timings

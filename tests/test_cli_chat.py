@@ -27,7 +27,7 @@ class Terminal:
     def send(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
 
-    def expect(self, marker: str, timeout: float = 120) -> str:
+    def expect(self, marker: str, timeout: float = 300) -> str:
         """Read until `marker` appears after what was read so far; the new text."""
         start, deadline = len(self.text), time.monotonic() + timeout
         while marker not in self.text[start:]:
@@ -42,6 +42,20 @@ class Terminal:
                 assert chunk, f"the process ended before {marker!r}; screen: {self.text[-800:]!r}"
                 self.text += chunk.decode("utf-8", "replace")
         return self.text[start:]
+
+    def waiting_for_a_key(self, timeout: float = 120) -> None:
+        """Block until the child sleeps in select/poll on the terminal, as a person's Ctrl-C
+        finds it. A SIGINT that lands between readline printing the prompt and entering its
+        select() is only seen at the next key (CPython's readline loop), which a loaded
+        machine makes likely when the key follows the prompt within microseconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(f"/proc/{self.pid}/wchan") as f:
+                where = f.read()
+            if "select" in where or "poll" in where:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"chat never waited for a key within {timeout} s")
 
     def wait(self, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
@@ -62,6 +76,7 @@ class Terminal:
 def test_a_chat_session_survives_mistakes():
     term = Terminal("chat", str(smollm2_path()), "-n", "16")
     term.expect("> ")
+    term.waiting_for_a_key()
     term.send("\x03")                                 # Ctrl-C at the prompt: a new prompt
     term.expect("> ")
     term.send("\r")                                   # an empty line is ignored: a new prompt
