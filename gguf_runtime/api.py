@@ -9,17 +9,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from quant.kernels.registry import prompt_rows
+
 from .chat import render_chat, validate_messages
 from .chat_templates import BUILTIN, default_template
 from .config import ModelConfig
 from .default_models import resolve_model
 from .describe import runnable_problem
 from .errors import ModelInputError, UnsupportedError
-from .generate import Step, generate_tokens, prefill
+from .generate import PREFILL_CHUNK, Step, generate_tokens, prefill
 from .gguf_file import open_gguf
 from .kv_cache import KVCache, kv_dtype
 from .registry import detect
 from .sampling import SamplingParams
+from .text_stream import TextStream
 from .tokenizer import Tokenizer
 from .transformer import Transformer
 
@@ -120,6 +123,20 @@ class Model:
         cache = self._new_cache(len(ids))
         return prefill(self.transformer, ids, cache, all_logits=True)
 
+    @torch.inference_mode()
+    def embedding(self, ids: list[int], normalize: bool = True) -> torch.Tensor:
+        """float32 (D,): one vector for a sequence, pooled from the final normed hidden states
+        as the file's {arch}.pooling_type says (2 cls: the first token's, 3 last: the last's,
+        else the mean, as llama-server's default), L2-normalised as its /v1/embeddings."""
+        ids = self._check_ids(ids)
+        cache = self._new_cache(len(ids))
+        with prompt_rows():
+            h = torch.cat([self.transformer.forward(torch.tensor(ids[i:i + PREFILL_CHUNK]), cache, hidden=True)
+                           for i in range(0, len(ids), PREFILL_CHUNK)])
+        pooling = self.gguf.metadata.get(f"{self.architecture}.pooling_type", 1)
+        v = h[0] if pooling == 2 else h[-1] if pooling == 3 else h.mean(0)
+        return torch.nn.functional.normalize(v, dim=0) if normalize else v
+
     def _check_ids(self, ids: list[int]) -> list[int]:
         ids = [int(i) for i in ids]
         if not ids:
@@ -212,30 +229,25 @@ class Model:
         """Stream text; hold back any tail that could still become a stop string."""
         done = Completion("")
         self._last_completion = done
-        decoder = self.tokenizer.stream_decoder()
-        pending = ""
+        text = TextStream(self.tokenizer, stops)
         for step in self.generate_ids(ids, max_tokens, params, stop_ids):
             done.tokens.append(step.token)
             done.logprobs.append(step.logprob)
             if step.finish == "eos":
                 done.finish_reason = "eos"
                 break
-            pending += decoder.push(step.token)
-            cut = _find_stop(pending, stops)
-            if cut is not None:
-                done.text += pending[:cut]
+            ready = text.push(step.token)
+            done.text = text.text
+            if text.stopped:
                 done.finish_reason = "stop"
-                yield pending[:cut]
-                return
-            keep = _stop_prefix_len(pending, stops)
-            ready, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
-            done.text += ready
             if ready:
                 yield ready
-        pending += decoder.flush()
-        done.text += pending
-        if pending:
-            yield pending
+            if text.stopped:
+                return
+        ready = text.flush()
+        done.text = text.text
+        if ready:
+            yield ready
 
     def chat_template(self, override: str | None = None) -> str:
         """The Jinja source chat() renders: `override` (a template, or a built-in name:
@@ -263,22 +275,6 @@ class Model:
         (see `chat_template`); keyword arguments as generate()."""
         prompt, add_bos = self.chat_prompt(messages, chat_template)
         return self.generate(prompt, max_tokens=max_tokens, add_bos=add_bos, **kwargs)
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    hits = [text.find(s) for s in stops if s and s in text]
-    return min(hits) if hits else None
-
-
-def _stop_prefix_len(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of text that is a proper prefix of some stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best
 
 
 def _set_kernel_threads(threads: int) -> None:

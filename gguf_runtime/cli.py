@@ -145,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=_int_in(0, 65535), default=8080, help="port to listen on (0: any free one)")
+    p.add_argument("-np", "--parallel", type=_int_in(1, 16), default=4, metavar="N",
+                   help="sequences decoded together (slots, each a KV cache of -c tokens)")
+    p.add_argument("-n", "--max-tokens", type=_int_in(1), default=512, metavar="N",
+                   help="a request's max_tokens when it sends none, and its cap")
+    p.add_argument("--timeout", type=_float_in(0.0, lo_open=True), default=600.0, metavar="S",
+                   help="a request's time limit in seconds from its arrival (then it ends with what it has)")
+    p.add_argument("--queue", type=_int_in(0), default=64, metavar="N",
+                   help="requests that may wait for a slot; more get HTTP 503 with Retry-After")
     return parser
 
 
@@ -250,7 +258,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = httpd.server_address[:2]
         print(f"serving {name} on http://{host}:{port}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
 
-    serve(model, name, args.host, args.port, args.verbose, ready)
+    serve(model, name, args.host, args.port, args.verbose, ready, slots=args.parallel,
+          max_tokens=args.max_tokens, timeout_s=args.timeout, max_queue=args.queue)
+    print("stopped", file=sys.stderr)
     return 0
 
 

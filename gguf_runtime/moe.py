@@ -216,7 +216,9 @@ class MoE:
         h = gated_activation(self.ffn_gate_shexp(x), self.ffn_up_shexp(x), self.activation)
         out = self.ffn_down_shexp(h)                                      # (T, D)
         if self.ffn_gate_inp_shexp is not None:
-            out = out * torch.sigmoid(x @ self.ffn_gate_inp_shexp)[:, None]
+            # a per-row reduction (not x @ w: a BLAS gemv may sum a row differently for
+            # other row counts), so a batch of sequences gates as each alone
+            out = out * torch.sigmoid((x * self.ffn_gate_inp_shexp).sum(-1, keepdim=True))
         return out
 
 

@@ -1,227 +1,283 @@
 """`gguf-runtime serve`: an OpenAI-compatible HTTP server for one model, as llama.cpp's
-llama-server, on the standard library's ThreadingHTTPServer (no web framework needed for four
-JSON endpoints).
+llama-server: many clients at once through continuous batching (engine.py).
 
-    GET  /health                -> {"status": "ok"}
+    GET  /health                -> {"status": "ok", "slots_busy", "queue"}
     GET  /v1/models             -> the one model
-    POST /v1/completions        {"prompt": str, ...}           -> text_completion
-    POST /v1/chat/completions   {"messages": [{role, content}], ...} -> chat.completion
+    GET  /metrics               -> Prometheus text: requests, tokens, queue, batch, prefix cache
+    POST /v1/completions        {"prompt": str | [ids], ...}          -> text_completion
+    POST /v1/chat/completions   {"messages": [{role, content}], ...}  -> chat.completion
+    POST /v1/embeddings         {"input": str | [str] | [ids]}        -> list of embeddings
 
-Sampling fields: max_tokens (default 256), temperature (0.8, as llama-server), top_k, top_p,
-min_p, repeat_penalty, presence_penalty, frequency_penalty, seed, stop (str or list), stream
-(server-sent events: one chunk per text piece, then `data: [DONE]`). Other OpenAI fields
-("model", "user", ...) are accepted and ignored; n must be 1. Requests run one at a time (the
-model holds one KV cache, reused when a prompt extends the previous one, as in chat).
+Fields: see openai_api.py (max_tokens defaults to and is capped by --max-tokens; n up to the
+slots; logprobs / top_logprobs; stream with server-sent events). Errors are JSON
+{"error": {"message": one line, "type"}} for every method and path: 400 bad field, 404 unknown
+path or model, 405 wrong method, 413 body over 1 MiB, 503 + Retry-After when the queue is full.
+A client that disconnects (streaming or not) frees its slot at the next step. SIGINT / SIGTERM
+stop accepting, end the running requests and return (exit 0).
 
-Bad requests get HTTP 400 (404 unknown path, 405 wrong method, 413 body over 1 MiB) with
-{"error": {"message": one line, "type": "invalid_request_error"}}; nothing is left half-run.
+The standard library's ThreadingHTTPServer, not an ASGI stack: one thread per connection that
+waits on its request's event queue is all the concurrency the HTTP side needs (the model runs
+on the engine's one thread), disconnects show as a closed socket, and shutdown is
+`httpd.shutdown()`; a framework would add two dependencies for the same.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import queue
+import select
+import signal
+import socket
+import sys
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .engine import Engine, Event, QueueFull
 from .errors import GGUFError, ModelInputError
-from .sampling import SamplingParams
+from .openai_api import (RequestError, Reply, Settings, chat_messages, chat_top_logprobs, check_model,
+                         check_unsupported, completion_top_logprobs, head, parse_json, prompt_ids,
+                         requests_for, usage)
 
 MAX_BODY = 1 << 20
-# llama-server's request defaults where they differ from ours, else SamplingParams' own
-SAMPLING_DEFAULTS = {"max_tokens": 256, "temperature": 0.8} | {
-    name: getattr(SamplingParams(), name)
-    for name in ("top_k", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")}
-FINISH = {"eos": "stop", "stop": "stop", "length": "length"}     # ours -> OpenAI's finish_reason
-
-
-class RequestError(Exception):
-    """An HTTP error answer: status and one-line message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def sampling_kwargs(body: dict) -> dict:
-    """Model.generate keyword arguments from an OpenAI request body; RequestError (400) on a
-    field of the wrong type."""
-    out = {}
-    for name, default in SAMPLING_DEFAULTS.items():
-        value = body.get(name, default)
-        if value is None:
-            value = default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RequestError(400, f"{name} must be a number, got {json.dumps(value)}")
-        out[name] = int(value) if isinstance(default, int) else float(value)
-    if out["max_tokens"] < 0:
-        raise RequestError(400, f"max_tokens must be >= 0, got {out['max_tokens']}")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise RequestError(400, f"seed must be an integer, got {json.dumps(seed)}")
-    stop = body.get("stop") or []
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise RequestError(400, "stop must be a string or a list of strings")
-    if body.get("n", 1) != 1:
-        raise RequestError(400, f"only n=1 is supported, got {json.dumps(body.get('n'))}")
-    return out | {"seed": seed, "stop": stop}
+POLL_S = 0.25               # how often a waiting handler looks whether its client is still there
 
 
 class Server:
-    """The model and its request lock; `handle(method, path, body)` -> (status, payload) where
-    payload is a dict (JSON) or an iterator of dicts (an event stream)."""
+    """Routes: `handle(method, path, body, gone)` -> (status, payload); payload is a dict (JSON),
+    a str (text) or an iterator of dicts (an event stream). `gone()` tells whether the client
+    has left (checked while a reply is being computed)."""
 
-    def __init__(self, model, name: str, verbose: bool = False):
-        self.model, self.name, self.verbose = model, name, verbose
-        self.lock = threading.Lock()
+    def __init__(self, model, engine: Engine, settings: Settings, verbose: bool = False):
+        self.model, self.engine, self.s, self.verbose = model, engine, settings, verbose
+        self.routes = {"/health": ("GET", self._health), "/v1/models": ("GET", self._models),
+                       "/metrics": ("GET", self._metrics),
+                       "/v1/completions": ("POST", self._completions),
+                       "/v1/chat/completions": ("POST", self._chat),
+                       "/v1/embeddings": ("POST", self._embeddings)}
 
-    def handle(self, method: str, path: str, body: bytes):
+    def handle(self, method: str, path: str, body: bytes, gone=lambda: False):
         path = path.split("?", 1)[0].rstrip("/") or "/"
-        routes = {"/health": ("GET", self._health), "/v1/models": ("GET", self._models),
-                  "/v1/completions": ("POST", self._completions),
-                  "/v1/chat/completions": ("POST", self._chat)}
-        if path not in routes:
-            raise RequestError(404, f"no endpoint {path}; endpoints: {', '.join(routes)}")
-        want, fn = routes[path]
+        if path not in self.routes:
+            raise RequestError(404, f"no endpoint {path}; endpoints: {', '.join(self.routes)}")
+        want, fn = self.routes[path]
         if method != want:
-            raise RequestError(405, f"{path} takes {want}, got {method}")
-        return fn(_json_body(body) if want == "POST" else {})
+            raise RequestError(405, f"{path} takes {want}, got {method}", {"Allow": want})
+        return fn(parse_json(body) if want == "POST" else {}, gone)
 
-    def _health(self, _):
-        return {"status": "ok"}
+    # ------------------------------------------------------------------ GET
+    def _health(self, _, __):
+        return {"status": "ok", "slots_busy": self.engine.busy_slots(), "queue": self.engine.queue_depth()}
 
-    def _models(self, _):
-        return {"object": "list", "data": [{"id": self.name, "object": "model", "owned_by": "gguf-runtime",
+    def _models(self, _, __):
+        return {"object": "list", "data": [{"id": self.s.name, "object": "model", "owned_by": "gguf-runtime",
                                             "architecture": self.model.architecture,
                                             "n_ctx": self.model.n_ctx}]}
 
-    def _completions(self, body: dict):
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise RequestError(400, "prompt must be a string")
-        kwargs = sampling_kwargs(body)
-        return self._run(body, lambda: self.model.generate(prompt, stream=True, **kwargs), chat=False)
+    def _metrics(self, _, __) -> str:
+        m, e = self.engine.metrics, self.engine
+        rate = m.decode_rows / m.decode_seconds if m.decode_seconds else 0.0
+        rows = [("requests_total", "counter", m.requests, "requests accepted"),
+                ("requests_running", "gauge", e.busy_slots(), "requests in a slot"),
+                ("queue_depth", "gauge", e.queue_depth(), "requests waiting for a slot"),
+                ("slots", "gauge", len(e.slots), "sequences decoded together at most"),
+                ("prompt_tokens_total", "counter", m.prompt_tokens, "prompt tokens of admitted requests"),
+                ("prefilled_tokens_total", "counter", m.prefilled_tokens, "prompt tokens computed"),
+                ("generated_tokens_total", "counter", m.generated_tokens, "tokens generated"),
+                ("prefix_cache_hits_total", "counter", m.prefix_hits, "requests that reused a cached prefix"),
+                ("prefix_cache_tokens_saved_total", "counter", m.prefix_tokens_saved, "prompt tokens not recomputed"),
+                ("decode_steps_total", "counter", m.decode_steps, "batched decode steps"),
+                ("batch_size", "gauge", m.last_batch, "sequences in the last decode step"),
+                ("decode_tokens_per_second", "gauge", round(rate, 3), "tokens per second of decode-step time"),
+                ("prefill_seconds_total", "counter", round(m.prefill_seconds, 6), "time in prefill chunks")]
+        out = []
+        for name, kind, value, text in rows:
+            out += [f"# HELP gguf_runtime_{name} {text}", f"# TYPE gguf_runtime_{name} {kind}",
+                    f"gguf_runtime_{name} {value}"]
+        out += ["# HELP gguf_runtime_requests_finished_total requests ended, by reason",
+                "# TYPE gguf_runtime_requests_finished_total counter"]
+        out += [f'gguf_runtime_requests_finished_total{{reason="{r}"}} {n}' for r, n in sorted(m.finished.items())]
+        return "\n".join(out) + "\n"
 
-    def _chat(self, body: dict):
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise RequestError(400, "messages must be a non-empty list of {role, content} objects")
-        kwargs = sampling_kwargs(body)
-        return self._run(body, lambda: self.model.chat(messages, stream=True, **kwargs), chat=True)
+    # ------------------------------------------------------------------ POST
+    def _completions(self, body: dict, gone):
+        check_model(body, self.s)
+        check_unsupported(body)
+        top = completion_top_logprobs(body)
+        ids = prompt_ids(body, self.model)
+        return self._generate(body, ids, top, chat=False, gone=gone)
 
-    def _run(self, body: dict, start, chat: bool):
-        """Run a generation under the lock: the whole reply, or a stream of chunks."""
-        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        head = {"id": ident, "created": int(time.time()), "model": self.name}
-        if not body.get("stream"):
-            with self.lock:
-                text = "".join(start())
-                done = self.model.last_completion
-            choice = {"index": 0, "finish_reason": FINISH.get(done.finish_reason, "stop")}
-            choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text, "logprobs": None}
-            return head | {"object": "chat.completion" if chat else "text_completion",
-                           "choices": [choice], "usage": self._usage(done)}
-        self.lock.acquire()
+    def _chat(self, body: dict, gone):
+        check_model(body, self.s)
+        check_unsupported(body)
+        top = chat_top_logprobs(body)
+        prompt, add_bos = self.model.chat_prompt(chat_messages(body))
+        return self._generate(body, self.model.tokenize(prompt, add_bos=add_bos), top, chat=True, gone=gone)
+
+    def _embeddings(self, body: dict, gone):
+        check_model(body, self.s)
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and all(isinstance(t, int) for t in inputs)):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or not all(
+                isinstance(x, str) or (isinstance(x, list) and x and all(isinstance(t, int) for t in x)) for x in inputs):
+            raise RequestError(400, "input must be a string, a list of strings, or token id lists")
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise RequestError(400, f"encoding_format must be \"float\" or \"base64\", got {json.dumps(fmt)}")
+        ids = [self.model.tokenize(x) if isinstance(x, str) else x for x in inputs]
+        vectors = [self.engine.run_exclusive(lambda i=i: self.model.embedding(i)) for i in ids]
+        # base64: the little-endian float32 bytes (what the openai client asks for by default)
+        vectors = [v.tolist() if fmt == "float" else base64.b64encode(v.numpy().astype("<f4").tobytes()).decode()
+                   for v in vectors]
+        n = sum(len(i) for i in ids)
+        return {"object": "list", "model": self.s.name, "usage": {"prompt_tokens": n, "total_tokens": n},
+                "data": [{"object": "embedding", "index": k, "embedding": v} for k, v in enumerate(vectors)]}
+
+    def _generate(self, body: dict, ids: list[int], top: int, chat: bool, gone):
+        reqs = requests_for(body, ids, self.model, self.s, max(top, 0))
+        submitted = []
         try:
-            pieces = start()          # bad input raises here, before any byte is sent
-            first = next(pieces, None)
-        except BaseException:
-            self.lock.release()
-            raise
-        return Stream(self._chunks(head, chat, first, pieces), pieces, self.lock)
+            for r in reqs:
+                submitted.append(self.engine.submit(r))
+        except QueueFull as e:
+            for r in submitted:
+                r.cancelled.set()
+            raise RequestError(503, f"server busy: {e}; retry later", {"Retry-After": "1"}) from None
+        replies = [Reply(self.model, chat, top, i) for i in range(len(reqs))]
+        h = head(self.s, chat)
+        if body.get("stream"):
+            return Stream(self._chunks(h, chat, reqs, replies, gone), reqs)
+        for i, e in _events(reqs, gone):
+            _raise_for(e)
+            replies[i].add(e)
+        return h | {"object": "chat.completion" if chat else "text_completion",
+                    "choices": [r.choice() for r in replies], "usage": usage(replies)}
 
-    def _chunks(self, head: dict, chat: bool, first, pieces):
-        """The stream's events."""
+    def _chunks(self, h: dict, chat: bool, reqs, replies, gone):
         kind = "chat.completion.chunk" if chat else "text_completion"
+        started = set()
+        for i, e in _events(reqs, gone):
+            _raise_for(e)
+            replies[i].add(e)
+            if e.text or e.tokens or e.finish is not None or (chat and i not in started):
+                doc = h | {"object": kind, "choices": [replies[i].chunk_choice(e, first=i not in started)]}
+                started.add(i)
+                if e.finish is not None and all(r.finish for r in replies):
+                    doc["usage"] = usage(replies)
+                yield doc
 
-        def chunk(text, finish=None, role=False):
-            if chat:
-                delta = ({"role": "assistant"} if role else {}) | ({"content": text} if text else {})
-                return head | {"object": kind, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            return head | {"object": kind, "choices": [{"index": 0, "text": text, "finish_reason": finish,
-                                                        "logprobs": None}]}
-        if chat:
-            yield chunk("", role=True)
-        if first is not None:
-            yield chunk(first)
-            for piece in pieces:
-                yield chunk(piece)
-        done = self.model.last_completion
-        yield chunk("", FINISH.get(done.finish_reason, "stop")) | {"usage": self._usage(done)}
 
-    def _usage(self, done) -> dict:
-        prompt = self.model.timings.prompt_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": len(done.tokens),
-                "total_tokens": prompt + len(done.tokens)}
+def _raise_for(e: Event) -> None:
+    if e.finish == "cancelled":
+        raise RequestError(503, f"request cancelled: {e.error or 'the client left'}")
+    if e.finish == "error":
+        raise RequestError(500, f"generation failed: {e.error}")
+
+
+def _events(reqs, gone):
+    """(choice index, event) as they come, until every request has finished; cancels all of
+    them when the client leaves (looked at every POLL_S) or the consumer stops early."""
+    live = dict(enumerate(reqs))
+    look = time.monotonic() + POLL_S
+    try:
+        while live:
+            for i, r in list(live.items()):
+                try:
+                    e = r.events.get(timeout=POLL_S if len(live) == 1 else 0.01)
+                except queue.Empty:
+                    continue
+                if e.finish is not None:
+                    del live[i]
+                yield i, e
+            if time.monotonic() > look:
+                if gone():
+                    return
+                look = time.monotonic() + POLL_S
+    finally:
+        for r in reqs:
+            r.cancelled.set()          # no-op for finished ones: the slot is already free
 
 
 class Stream:
-    """A reply's events, holding the server's lock from before the first one until `close()`
-    (which the handler always calls, even when the client left before the stream started):
-    closing stops the generation and releases the lock, once."""
+    """An event stream's documents; `close()` cancels its requests (the client left)."""
 
-    def __init__(self, events, pieces, lock: threading.Lock):
-        self._events, self._pieces, self._lock = events, pieces, lock
+    def __init__(self, docs, reqs):
+        self.docs, self.reqs = docs, reqs
 
     def __iter__(self):
-        return self._events
+        return self.docs
 
     def close(self) -> None:
-        if self._lock is not None:
-            self._events.close()
-            self._pieces.close()                  # the model's generator: its cache bookkeeping
-            self._lock, lock = None, self._lock
-            lock.release()
-
-
-def _json_body(body: bytes) -> dict:
-    try:
-        doc = json.loads(body.decode("utf-8") or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(400, f"the body is not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise RequestError(400, "the body must be a JSON object")
-    return doc
+        self.docs.close()
+        for r in self.reqs:
+            r.cancelled.set()
 
 
 def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def _gone(self) -> bool:
+            """Whether the client closed its end (readable with no data: EOF)."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            except (OSError, ValueError):
+                return True
+
         def _serve(self, method: str) -> None:
             try:
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    raise RequestError(400, "Content-Length must be an integer") from None
                 if length > MAX_BODY:
                     raise RequestError(413, f"body of {length} bytes is over the {MAX_BODY}-byte limit")
                 body = self.rfile.read(length) if length > 0 else b""
-                result = server.handle(method, self.path, body)
+                result = server.handle(method, self.path, body, self._gone)
             except RequestError as e:
-                return self._json(e.status, _error(str(e)))
+                return self._send(e.status, _error(str(e), _kind(e.status)), e.headers)
             except (GGUFError, ValueError) as e:     # ModelInputError, bad roles, prompt too long...
-                return self._json(400, _error(str(e)))
+                return self._send(400, _error(str(e)))
+            except (BrokenPipeError, ConnectionResetError):
+                return None
             except Exception as e:  # noqa: BLE001 - a bug of ours: one line to the client, not a hang
-                return self._json(500, _error(f"internal error: {type(e).__name__}: {e}", "server_error"))
-            if isinstance(result, dict):
-                return self._json(200, result)
-            self._events(result)
+                return self._send(500, _error(f"internal error: {type(e).__name__}: {e}", "server_error"))
+            if isinstance(result, Stream):
+                return self._events(result)
+            self._send(200, result)
 
-        def do_GET(self):  # noqa: N802 - http.server's names
-            self._serve("GET")
+        def send_error(self, code, message=None, explain=None):
+            """http.server's own errors (bad request line, unsupported method) as JSON too."""
+            try:
+                self._send(code, _error(f"{code} {message or self.responses.get(code, ('',))[0]}", _kind(code)))
+            except OSError:
+                pass
 
-        def do_POST(self):  # noqa: N802
-            self._serve("POST")
-
-        def _json(self, status: int, doc: dict) -> None:
-            data = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        def _send(self, status: int, doc, headers: dict | None = None) -> None:
+            text = isinstance(doc, str)
+            data = (doc if text else json.dumps(doc)).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4" if text else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
 
         def _events(self, chunks: Stream) -> None:
+            try:
+                it = iter(chunks)
+                first = next(it, None)             # a full queue or bad field: still a JSON error
+            except RequestError as e:
+                chunks.close()
+                return self._send(e.status, _error(str(e), _kind(e.status)), e.headers)
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -230,17 +286,21 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.close_connection = True
                 try:
-                    for c in chunks:
+                    if first is not None:
+                        self._event(first)
+                    for c in it:
                         self._event(c)
                 except (BrokenPipeError, ConnectionResetError):
                     raise
                 except Exception as e:  # noqa: BLE001 - headers are out: end the stream with the error
-                    self._event(_error(f"generation failed: {type(e).__name__}: {e}", "server_error"))
+                    self._event(_error(str(e) if isinstance(e, RequestError) else
+                                       f"generation failed: {type(e).__name__}: {e}", "server_error"))
                 self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                chunks.close()                      # the client left: stop generating
+                chunks.close()                      # the client left: its slot is freed
 
         def _event(self, doc: dict) -> None:
             self.wfile.write(f"data: {json.dumps(doc)}\n\n".encode())
@@ -250,26 +310,58 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             if server.verbose:
                 super().log_message(fmt, *args)
 
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):   # JSON for every method
+        setattr(Handler, f"do_{method}", lambda self, m=method: self._serve(m))
     return Handler
+
+
+def _kind(status: int) -> str:
+    return "server_error" if status >= 500 else "not_found_error" if status == 404 else "invalid_request_error"
 
 
 def _error(message: str, kind: str = "invalid_request_error") -> dict:
     return {"error": {"message": message, "type": kind}}
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that left is not an error; anything else is one line, not a traceback."""
+        kind, value = sys.exc_info()[:2]
+        if kind is not None and not issubclass(kind, (ConnectionError, TimeoutError)):
+            print(f"gguf-runtime serve: {client_address[0]}: {kind.__name__}: {value}", file=sys.stderr)
+
+
 def serve(model, name: str, host: str = "127.0.0.1", port: int = 8080, verbose: bool = False,
-          ready=None) -> None:
-    """Serve `model` until interrupted. `ready(httpd)` is called once listening (tests, logs).
-    Raises ModelInputError when the address cannot be bound."""
-    server = Server(model, name, verbose)
+          ready=None, slots: int = 4, max_tokens: int = 512, timeout_s: float = 600.0,
+          max_queue: int = 64) -> None:
+    """Serve `model` until SIGINT / SIGTERM (or `httpd.shutdown()`). `ready(httpd)` is called
+    once listening (tests, logs). Raises ModelInputError when the address cannot be bound."""
     try:
-        httpd = ThreadingHTTPServer((host, port), make_handler(server))
+        httpd = _HTTPServer((host, port), None)
     except OSError as e:
         raise ModelInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    httpd.daemon_threads = True
+    engine = Engine(model, slots, max_queue)
+    settings = Settings(name, max_tokens, timeout_s, max_n=slots)
+    httpd.RequestHandlerClass = make_handler(Server(model, engine, settings, verbose))
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
     if ready is not None:
         ready(httpd)
     try:
-        httpd.serve_forever()
+        httpd.serve_forever(poll_interval=0.2)
     finally:
+        engine.stop()
         httpd.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

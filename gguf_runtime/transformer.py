@@ -21,7 +21,7 @@ import torch
 
 from quant import QTensor
 from quant.kernels.block_step import BlockShape, BlockStep, BlockWeights, bind_block
-from quant.kernels.registry import env_spec
+from quant.kernels.registry import DECODE_MAX_ROWS, env_spec
 from quant.qlinear import QLinear, QLinearGroup
 
 from .config import ModelConfig, RopeScaling
@@ -187,16 +187,44 @@ class Transformer:
         x = self.token_embd.gather_rows(ids)
         return x * self.embed_scale if self.embed_scale != 1.0 else x
 
-    def forward(self, ids: torch.Tensor, cache: KVCache, all_logits: bool = False) -> torch.Tensor:
-        """Run T new tokens at positions cache.length.. ; returns logits (T, V) or (1, V)."""
+    def forward(self, ids: torch.Tensor, cache: KVCache, all_logits: bool = False,
+                hidden: bool = False) -> torch.Tensor:
+        """Run T new tokens at positions cache.length.. ; returns logits (T, V) or (1, V), or
+        with hidden=True the final normed hidden states (T, D) (embeddings)."""
         start = cache.length
         pos = torch.arange(start, start + ids.numel())
         x = self.embed(ids).contiguous()                        # (T, D), this step's own
         for b in self.blk:
             x = self._block_forward(b, x, pos, cache)
         cache.advance(ids.numel())
+        if hidden:
+            return rms_norm(x, self.output_norm, self.config.norm_epsilon)
         if not all_logits:
             x = x[-1:]
+        return self.logits(x)
+
+    def forward_batch(self, ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """One new token for each of N sequences: ids (N,), row i at position caches[i].length
+        of its own cache; returns logits (N, V). Every weight is read once for the N rows (the
+        decode kernels take up to DECODE_MAX_ROWS rows and compute each row as they compute one,
+        so row i equals forward() on sequence i alone: tests/test_batch.py); attention runs per
+        sequence on its own cache."""
+        if not 0 < len(caches) == ids.numel() <= DECODE_MAX_ROWS:
+            raise ValueError(f"forward_batch takes 1..{DECODE_MAX_ROWS} sequences with one token "
+                             f"each, got {ids.numel()} tokens for {len(caches)} caches")
+        for cache in caches:
+            cache.check_room(1)
+        pos = torch.tensor([cache.length for cache in caches])
+        x = self.embed(ids).contiguous()                        # (N, D)
+        c, eps = self.config, self.config.norm_epsilon
+        for b in self.blk:
+            h = self._attention_rows(b, rms_norm(x, b.attn_norm, eps), pos, caches)
+            if b.post_attention_norm is not None:
+                h = rms_norm(h, b.post_attention_norm, eps)
+            x = x + (h * c.residual_scale if c.residual_scale else h)
+            x = self._ffn_residual(b, x)
+        for cache in caches:
+            cache.advance(1)
         return self.logits(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,6 +249,11 @@ class Transformer:
             if b.post_attention_norm is not None:
                 h = rms_norm(h, b.post_attention_norm, eps)
             x = x + (h * c.residual_scale if c.residual_scale else h)
+        return self._ffn_residual(b, x)
+
+    def _ffn_residual(self, b: Block, x: torch.Tensor) -> torch.Tensor:
+        """x + FFN(norm(x)), with the block's post-FFN norm and residual scale."""
+        c, eps = self.config, self.config.norm_epsilon
         h = rms_norm(x, b.ffn_norm, eps)
         h = b.moe(h) if b.moe is not None else self._ffn(b, h)
         if b.post_ffw_norm is not None:
@@ -261,6 +294,22 @@ class Transformer:
         mask = causal_mask(pos, k_pos, b.window) if n_tok > 1 else None
         out = attention(q.transpose(0, 1), keys, values, mask, self.attn_scale,
                         self.config.attn_logit_softcapping)          # (T, H*Dv)
+        if b.mla is not None:
+            out = b.mla.values(out)
+        return b.attn_output(out)
+
+    def _attention_rows(self, b: Block, x: torch.Tensor, pos: torch.Tensor,
+                        caches: list[KVCache]) -> torch.Tensor:
+        """_attention for N rows of N sequences: projections over all rows at once, then row i
+        attends to its own cache (which stores its key and value at pos[i])."""
+        q, k, v = b.mla.qkv(x, b.rope, pos) if b.mla is not None else self._qkv(b, x, pos)
+        q = q.transpose(0, 1)                                           # (H, N, Dk)
+        outs = []
+        for i, cache in enumerate(caches):
+            keys, values, _ = cache.update(b.index, k[i:i + 1], v[i:i + 1], b.window)
+            outs.append(attention(q[:, i:i + 1], keys, values, None, self.attn_scale,
+                                  self.config.attn_logit_softcapping))  # (1, H*Dv)
+        out = torch.cat(outs)
         if b.mla is not None:
             out = b.mla.values(out)
         return b.attn_output(out)

@@ -160,7 +160,8 @@ def test_f32_is_a_zero_copy_view_and_tolerates_misaligned_bytes():
     w = QTensor(wf, T.F32, (13, 40))
     assert w.data.data_ptr() == wf.data_ptr()
     x = torch.randn(2, 40)
-    assert torch.equal(qmatmul(x, w), x @ wf.T)
+    assert torch.allclose(qmatmul(x, w), x @ wf.T, rtol=1e-5, atol=1e-5)   # native decode rows
+    assert torch.equal(qmatmul(x.repeat(20, 1), w), x.repeat(20, 1) @ wf.T)   # prefill: the view
     padded = torch.zeros(13 * 40 * 4 + 1, dtype=torch.uint8)
     padded[1:] = wf.view(-1).view(torch.uint8)
     misaligned = QTensor(padded[1:], T.F32, (13, 40))
@@ -190,11 +191,31 @@ def test_dispatch_paths():
     assert kernel_for(w, 512, exact=True).backend == expected
 
 
-def test_f32_routes_to_the_reference_view_matmul():
+def test_f32_prefill_routes_to_the_reference_view_matmul():
     w = make_weight(T.F32, 5, 64)
-    assert kernel_for(w, 1).backend == kernel_for(w, 100).backend == "reference"
-    with pytest.raises(QuantError, match="no native kernel for F32"):
-        kernel_for(w, 1, backend="native")
+    assert kernel_for(w, 100).backend == "reference"
+    with pytest.raises(QuantError, match="no native kernel for F32 \\(prefill\\)"):
+        kernel_for(w, 100, backend="native")
+
+
+DECODE_KERNELS = [(q, b) for q, p, b in KERNELS if p == "decode" and b in ("native", native.Q8K_BACKEND)]
+
+
+@pytest.mark.parametrize("qtype, backend", DECODE_KERNELS, ids=[f"{q.name}-{b}" for q, b in DECODE_KERNELS])
+def test_a_decode_row_is_the_same_whatever_the_row_count(qtype, backend):
+    """Row r of an M-row decode call is bit for bit that row computed alone, for every M the
+    decode path takes: a batch of sequences (Transformer.forward_batch) decodes as each alone."""
+    backend_or_skip(backend)
+    w = make_weight(qtype, 23, row_length(qtype), seed=3)
+    run = kernel_for(w, 1, backend=backend).bind(w)
+    x = torch.randn(DECODE_MAX_ROWS, w.shape[1])
+    alone = torch.empty(DECODE_MAX_ROWS, 23)
+    for r in range(DECODE_MAX_ROWS):
+        run(x[r:r + 1], alone[r:r + 1])
+    for m in range(2, DECODE_MAX_ROWS + 1):
+        out = torch.full((m, 23), float("nan"))
+        run(x[:m], out)
+        assert torch.equal(out, alone[:m]), f"{m} rows"
 
 
 def test_a_kernel_is_one_registration_and_unregistered_pairs_fall_through(monkeypatch):
@@ -421,7 +442,7 @@ def test_group_kernel_only_for_decode_and_one_backend(monkeypatch):
     native_or_skip()
     ws = (make_weight(T.Q4_0, 8, 64), make_weight(T.Q8_0, 8, 64))
     assert registry.select_group(ws, DECODE_MAX_ROWS + 1) is None           # prefill: per weight
-    assert registry.select_group((*ws, make_weight(T.F32, 8, 64)), 1) is None   # F32: reference
+    assert registry.select_group((*ws, make_weight(T.F32, 8, 64)), 1) is not None   # F32: native too
     monkeypatch.setenv("GGUF_RUNTIME_KERNELS", "reference")
     assert registry.select_group(ws, 1) is None
 

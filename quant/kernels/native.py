@@ -71,7 +71,9 @@ ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 DEQUANT_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
                  T.IQ4_NL, T.IQ4_XS, T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS,
                  T.IQ3_S, T.TQ1_0, T.TQ2_0, T.MXFP4)
-DECODE_TYPES = (*DEQUANT_TYPES, T.F16, T.BF16)   # F16/BF16 prefill: torch's conversion is one pass
+# Float weights decode natively too (F32: routers; each x row computed as it is alone, which
+# torch's matmul does not promise); their prefill is torch's (its conversion is one pass).
+DECODE_TYPES = (*DEQUANT_TYPES, T.F32, T.F16, T.BF16)
 # float32 weights per prefill tile (4 MiB): measured best of 256 KiB .. 16 MiB for 16 and 512 x rows
 PREFILL_TILE_WEIGHTS = 1 << 20
 

@@ -254,7 +254,10 @@ INLINE void deq_f16_n(const uint8_t *p, float *w, int n) {
 INLINE void deq_bf16_n(const uint8_t *p, float *w, int n) {
     for (int j = 0; j < n; j++) w[j] = f32_from_bits((uint32_t)(p[2 * j] | (p[2 * j + 1] << 8)) << 16);
 }
+/* F32: 32 x f32 little-endian, copied */
+INLINE void deq_f32_n(const uint8_t *p, float *w, int n) { memcpy(w, p, sizeof(float) * (size_t)n); }
 INLINE void deq_f16(const uint8_t *restrict p, float *restrict w) { deq_f16_n(p, w, 32); }
+INLINE void deq_f32(const uint8_t *restrict p, float *restrict w) { deq_f32_n(p, w, 32); }
 INLINE void deq_bf16(const uint8_t *restrict p, float *restrict w) { deq_bf16_n(p, w, 32); }
 
 #include "blocks_iq.h"     /* the codebook, ternary and MXFP4 formats */

@@ -112,30 +112,22 @@ INLINE __m256 bytes8_i(__m128i v, float d) { return _mm256_mul_ps(_mm256_set1_ps
 
 /* ---- accumulation ---- */
 
+/* Every x row is dotted the same way whatever the row count (mm is a compile-time 1..4), so
+ * row r of a call equals that row alone: a batch of sequences decodes as each would alone. */
 INLINE void unit_dot(accs *A, const xrows *X, int64_t pos, const __m256 f[4], float s0, float s1, int mode) {
-    if (X->mm == 1) {
-        const float *x = X->x + pos;
+    const __m256 v0 = _mm256_set1_ps(s0), v1 = _mm256_set1_ps(s1);
+    for (int r = 0; r < X->mm; r++) {
+        const float *x = X->x + r * X->k + pos;
         __m256 p0 = _mm256_mul_ps(f[0], _mm256_loadu_ps(x));
         p0 = _mm256_fmadd_ps(f[1], _mm256_loadu_ps(x + 8), p0);
         __m256 p1 = _mm256_mul_ps(f[2], _mm256_loadu_ps(x + 16));
         p1 = _mm256_fmadd_ps(f[3], _mm256_loadu_ps(x + 24), p1);
         if (mode & TWO_SCALES) {
-            A->a[0] = _mm256_fmadd_ps(_mm256_set1_ps(s0), p0, A->a[0]);
-            A->b[0] = _mm256_fmadd_ps(_mm256_set1_ps(s1), p1, A->b[0]);
+            A->a[r] = _mm256_fmadd_ps(v0, p0, A->a[r]);
+            A->b[r] = _mm256_fmadd_ps(v1, p1, A->b[r]);
         } else {
-            A->a[0] = _mm256_fmadd_ps(_mm256_set1_ps(s0), _mm256_add_ps(p0, p1), A->a[0]);
+            A->a[r] = _mm256_fmadd_ps(v0, _mm256_add_ps(p0, p1), A->a[r]);
         }
-        return;
-    }
-    const __m256 v0 = _mm256_set1_ps(s0), v1 = (mode & TWO_SCALES) ? _mm256_set1_ps(s1) : v0;
-    const __m256 g0 = _mm256_mul_ps(f[0], v0), g1 = _mm256_mul_ps(f[1], v0);
-    const __m256 g2 = _mm256_mul_ps(f[2], v1), g3 = _mm256_mul_ps(f[3], v1);
-    for (int r = 0; r < X->mm; r++) {
-        const float *x = X->x + r * X->k + pos;
-        A->a[r] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(x), A->a[r]);
-        A->b[r] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(x + 8), A->b[r]);
-        A->a[r] = _mm256_fmadd_ps(g2, _mm256_loadu_ps(x + 16), A->a[r]);
-        A->b[r] = _mm256_fmadd_ps(g3, _mm256_loadu_ps(x + 24), A->b[r]);
     }
 }
 
@@ -324,7 +316,7 @@ INLINE void row_iq4_xs(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
     }
 }
 
-/* F16 / BF16 rows: units of 32 values, FMA'd directly (the k % 32 tail is the driver's) */
+/* F32 / F16 / BF16 rows: units of 32 values, FMA'd directly (the k % 32 tail is the driver's) */
 INLINE void float_unit(accs *A, const xrows *X, int64_t pos, const __m256 f[4]) {
     for (int r = 0; r < X->mm; r++) {
         const float *x = X->x + r * X->k + pos;
@@ -337,6 +329,11 @@ INLINE void float_unit(accs *A, const xrows *X, int64_t pos, const __m256 f[4]) 
 INLINE void row_f16(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
     __m256 f[4];
     for (int v = 0; v < 4; v++) f[v] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * v)));
+    float_unit(A, X, pos, f);
+}
+INLINE void row_f32(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
+    const float *w = (const float *)p;
+    const __m256 f[4] = {_mm256_loadu_ps(w), _mm256_loadu_ps(w + 8), _mm256_loadu_ps(w + 16), _mm256_loadu_ps(w + 24)};
     float_unit(A, X, pos, f);
 }
 INLINE void row_bf16(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {

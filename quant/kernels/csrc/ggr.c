@@ -110,7 +110,7 @@ INLINE void gemv_rows(const gemv_job *job, int64_t i, deq_fn deq, int qk, int ts
 }
 
 /* Float rows: any k; whole 32-value groups through the lanes, the tail scalar. */
-INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn deq_n) {
+INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn deq_n, int es) {
     const uint8_t *row = job->w + i * job->row_bytes;
     const int64_t full = job->k / 32 * 32;
     float buf[32] ALIGNED;
@@ -118,12 +118,12 @@ INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn 
         const float *x = job->x + r * job->k;
         float acc[LANES] ALIGNED = {0};
         for (int64_t j = 0; j < full; j += 32) {
-            deq(row + 2 * j, buf);
+            deq(row + es * j, buf);
             dot_lanes(acc, buf, x + j, 32);
         }
         float s = hsum(acc);
         if (full < job->k) {
-            deq_n(row + 2 * full, buf, (int)(job->k - full));
+            deq_n(row + es * full, buf, (int)(job->k - full));
             for (int64_t j = full; j < job->k; j++) s += buf[j - full] * x[j];
         }
         job->y[r * job->ldy + i] = s;
@@ -134,10 +134,10 @@ INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn 
 
 #ifdef GGR_AVX2
 #define GEMV_BODY(name, QK, TS) avx_rows(job, xs, i, row_##name, NULL, QK, TS)
-#define FLOAT_BODY(name) avx_rows(job, xs, i, row_##name, deq_##name##_n, 32, 64)
+#define FLOAT_BODY(name, ES) avx_rows(job, xs, i, row_##name, deq_##name##_n, 32, 32 * (ES))
 #else
 #define GEMV_BODY(name, QK, TS) gemv_rows(job, i, deq_##name, QK, TS)
-#define FLOAT_BODY(name) gemv_float_row(job, i, deq_##name, deq_##name##_n)
+#define FLOAT_BODY(name, ES) gemv_float_row(job, i, deq_##name, deq_##name##_n, ES)
 #endif
 
 /* Each format's rows [lo, hi) of one job, run by one thread; the drivers below split rows. */
@@ -151,10 +151,10 @@ INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn 
         for (int64_t b = 0; b < nb; b++) deq_##name(src + b * TS, dst + b * QK);             \
     }
 
-#define DEFINE_FLOAT_KERNELS(name)                                                           \
+#define DEFINE_FLOAT_KERNELS(name, ES)                                                         \
     static void rows_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
         (void)xs;                                                                            \
-        for (int64_t i = lo; i < hi; i++) FLOAT_BODY(name);                                  \
+        for (int64_t i = lo; i < hi; i++) FLOAT_BODY(name, ES);                                \
     }
 
 DEFINE_KERNELS(q4_0, 32, 18)
@@ -179,8 +179,9 @@ DEFINE_KERNELS(iq1_m, QK_K, 56)
 DEFINE_KERNELS(tq1_0, QK_K, 54)
 DEFINE_KERNELS(tq2_0, QK_K, 66)
 DEFINE_KERNELS(mxfp4, 32, 17)
-DEFINE_FLOAT_KERNELS(f16)
-DEFINE_FLOAT_KERNELS(bf16)
+DEFINE_FLOAT_KERNELS(f32, 4)
+DEFINE_FLOAT_KERNELS(f16, 2)
+DEFINE_FLOAT_KERNELS(bf16, 2)
 
 /* Integer rows against x in Q8_K (xs->q8), see q8k_avx2.h; only with AVX2 */
 #ifdef GGR_AVX2
@@ -206,7 +207,7 @@ typedef struct {
     rows_fn rows_q8k;                                           /* x in Q8_K; NULL: none */
 } format_ops;
 
-enum { GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
+enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
        GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14,
        GGML_IQ2_XXS = 16, GGML_IQ2_XS = 17, GGML_IQ3_XXS = 18, GGML_IQ1_S = 19, GGML_IQ4_NL = 20,
        GGML_IQ3_S = 21, GGML_IQ2_S = 22, GGML_IQ4_XS = 23, GGML_IQ1_M = 29, GGML_BF16 = 30,
@@ -235,6 +236,7 @@ static const format_ops FORMATS[GGML_TYPE_END] = {
     [GGML_TQ1_0] = {QK_K, 54, rows_tq1_0, dequant_tq1_0},
     [GGML_TQ2_0] = {QK_K, 66, rows_tq2_0, dequant_tq2_0},
     [GGML_MXFP4] = {32, 17, rows_mxfp4, dequant_mxfp4},
+    [GGML_F32] = {1, 4, rows_f32, NULL},
     [GGML_F16] = {1, 2, rows_f16, NULL},
     [GGML_BF16] = {1, 2, rows_bf16, NULL},
 };
