@@ -124,8 +124,13 @@ class Engine:
         self._exclusive: deque = deque()             # (fn, done event, box) run between steps
         self._cv = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="gguf-runtime-engine", daemon=True)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Engine":
+        """Run the loop on a thread of its own (`run()` runs it on the calling thread)."""
+        self._thread = threading.Thread(target=self.run, name="gguf-runtime-engine", daemon=True)
         self._thread.start()
+        return self
 
     # ------------------------------------------------------------------ clients' side
     def submit(self, req: Request) -> Request:
@@ -168,19 +173,23 @@ class Engine:
         return sum(s.job is not None for s in self.slots)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Cancel what runs and waits, end the loop after its current step."""
-        with self._cv:
-            self._stopping = True
-            self._cv.notify()
-        self._thread.join(timeout)
+        """Cancel what runs and waits, end the loop after its current step (waits for a loop
+        that start() began; safe from a signal handler)."""
+        self._stopping = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     # ------------------------------------------------------------------ the loop
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """The loop, until stop(). Run it on the thread that should call the kernels: OpenMP
+        keeps its worker threads spinning between calls only for the process's first thread
+        when more threads exist than cores (libgomp's throttled spin), so a decode step from
+        another thread waits on futex wake-ups: about 2x slower on 2 cores, measured."""
         while True:
             with self._cv:
                 while not (self._stopping or self._queue or self._exclusive
                            or any(s.job for s in self.slots)):
-                    self._cv.wait()
+                    self._cv.wait(0.2)      # a timeout: a signal handler can run, stop() be seen
                 if self._stopping:
                     break
                 exclusive = list(self._exclusive)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from quant.kernels.attention import attend_one
+from quant.kernels.registry import DECODE_MAX_ROWS
 from quant.kernels.reference import gated_reference
 from quant.kernels.rowops import rms_norm as native_rms_norm
 from quant.kernels.rowops import rope_one
@@ -26,6 +27,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
     One native call where it can run (quant.kernels.rowops), else torch's fused op."""
     y = native_rms_norm(x, weight, eps)
     return y if y is not None else F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def per_row(fn, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """fn applied row by row for the few rows of a decode step (x (N, ...), N <= the decode
+    path's rows), else at once. torch's elementwise exp / tanh / sigmoid take vector code for
+    the bulk of a tensor and scalar code for its tail, which round differently, so the same row
+    could get other bits in a batch of other size; row by row, each row is computed as alone."""
+    if x.dim() < 2 or not 1 < x.shape[0] <= DECODE_MAX_ROWS:
+        return fn(x, *more)
+    return torch.cat([fn(x[i:i + 1], *(m[i:i + 1] for m in more)) for i in range(x.shape[0])])
 
 
 def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
@@ -152,4 +163,4 @@ def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.
 
 def gated_activation(gate: torch.Tensor, up: torch.Tensor, kind: str) -> torch.Tensor:
     """SwiGLU silu(g)*u or GeGLU gelu_tanh(g)*u (ggml_gelu is the tanh approximation)."""
-    return gated_reference(gate, up, kind)
+    return per_row(lambda g, u: gated_reference(g, u, kind), gate, up)

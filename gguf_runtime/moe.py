@@ -24,7 +24,7 @@ from quant.qlinear import ExpertStack, QLinear, QLinearGroup
 from .config import ModelConfig
 from .errors import GGUFFormatError
 from .gguf_file import GGUFFile
-from .layers import gated_activation
+from .layers import gated_activation, per_row
 from .registry import ArchSpec
 from .tensors import BlockTensors
 
@@ -100,7 +100,7 @@ def route(logits: torch.Tensor, r: Routing,
     `bias` (E,) (DeepSeek-V3's exp_probs_b) shifts the probabilities for the selection only;
     the weights are the unbiased probabilities of the selected experts.
     """
-    probs = torch.softmax(logits, -1) if r.gating == "softmax" else torch.sigmoid(logits)
+    probs = torch.softmax(logits, -1) if r.gating == "softmax" else per_row(torch.sigmoid, logits)
     select = probs + bias if bias is not None else probs                  # (T, E)
     if r.n_group > 1:
         select = _limit_groups(select, r.n_group, r.n_group_used)
@@ -213,12 +213,16 @@ class MoE:
         return self.ffn_down_exps.expert(e)(h)                            # (n, D)
 
     def _shared(self, x: torch.Tensor) -> torch.Tensor:
-        h = gated_activation(self.ffn_gate_shexp(x), self.ffn_up_shexp(x), self.activation)
+        if "shexp" not in self._gate_up:
+            self._gate_up["shexp"] = QLinearGroup.of([self.ffn_gate_shexp, self.ffn_up_shexp])
+        group = self._gate_up["shexp"]
+        h = group.gated(x, self.activation) if group is not None else \
+            gated_activation(self.ffn_gate_shexp(x), self.ffn_up_shexp(x), self.activation)
         out = self.ffn_down_shexp(h)                                      # (T, D)
         if self.ffn_gate_inp_shexp is not None:
             # a per-row reduction (not x @ w: a BLAS gemv may sum a row differently for
             # other row counts), so a batch of sequences gates as each alone
-            out = out * torch.sigmoid((x * self.ffn_gate_inp_shexp).sum(-1, keepdim=True))
+            out = out * per_row(torch.sigmoid, (x * self.ffn_gate_inp_shexp).sum(-1, keepdim=True))
         return out
 
 

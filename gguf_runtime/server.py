@@ -337,7 +337,9 @@ def serve(model, name: str, host: str = "127.0.0.1", port: int = 8080, verbose: 
           ready=None, slots: int = 4, max_tokens: int = 512, timeout_s: float = 600.0,
           max_queue: int = 64) -> None:
     """Serve `model` until SIGINT / SIGTERM (or `httpd.shutdown()`). `ready(httpd)` is called
-    once listening (tests, logs). Raises ModelInputError when the address cannot be bound."""
+    once listening (tests, logs). The batching engine runs on the calling thread (see
+    Engine.run: kernels are fastest from the main thread), the HTTP server on another.
+    Raises ModelInputError when the address cannot be bound."""
     try:
         httpd = _HTTPServer((host, port), None)
     except OSError as e:
@@ -345,23 +347,30 @@ def serve(model, name: str, host: str = "127.0.0.1", port: int = 8080, verbose: 
     engine = Engine(model, slots, max_queue)
     settings = Settings(name, max_tokens, timeout_s, max_n=slots)
     httpd.RequestHandlerClass = make_handler(Server(model, engine, settings, verbose))
-    stopping = threading.Event()
+
+    def http_side():
+        try:
+            httpd.serve_forever(poll_interval=0.2)
+        finally:
+            engine.stop()                    # httpd.shutdown() from anywhere ends the engine too
 
     def on_signal(signum, frame):
-        if not stopping.is_set():
-            stopping.set()
-            threading.Thread(target=httpd.shutdown, daemon=True).start()
+        engine.stop()
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
+    http = threading.Thread(target=http_side, name="gguf-runtime-http", daemon=True)
+    http.start()
     if ready is not None:
         ready(httpd)
     try:
-        httpd.serve_forever(poll_interval=0.2)
+        engine.run()
     finally:
-        engine.stop()
+        httpd.shutdown()
+        http.join(30)
         httpd.server_close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -28,7 +28,7 @@ from .config import ModelConfig, RopeScaling
 from .errors import GGUFFormatError
 from .gguf_file import GGUFFile
 from .kv_cache import KVCache
-from .layers import Rope, RopeParams, attention, causal_mask, gated_activation, rms_norm, softcap
+from .layers import Rope, RopeParams, attention, causal_mask, gated_activation, per_row, rms_norm, softcap
 from .models.deepseek2 import MLA, build_mla, mla_attention_scale, mla_rope_scaling
 from .moe import MoE, build_moe, is_sparse
 from .registry import ArchSpec
@@ -218,10 +218,18 @@ class Transformer:
         x = self.embed(ids).contiguous()                        # (N, D)
         c, eps = self.config, self.config.norm_epsilon
         for b in self.blk:
-            h = self._attention_rows(b, rms_norm(x, b.attn_norm, eps), pos, caches)
-            if b.post_attention_norm is not None:
-                h = rms_norm(h, b.post_attention_norm, eps)
-            x = x + (h * c.residual_scale if c.residual_scale else h)
+            step = self._decode_step(b)
+            if step is not None:               # one native call for the N rows, x in place
+                cos, sin = b.rope.cos_sin(pos)
+                step.rows(x, cos.contiguous(), sin.contiguous(), [cache.k[b.index] for cache in caches],
+                          [cache.v[b.index] for cache in caches], pos.tolist())
+                if step.has_ffn:
+                    continue
+            else:
+                h = self._attention_rows(b, rms_norm(x, b.attn_norm, eps), pos, caches)
+                if b.post_attention_norm is not None:
+                    h = rms_norm(h, b.post_attention_norm, eps)
+                x = x + (h * c.residual_scale if c.residual_scale else h)
             x = self._ffn_residual(b, x)
         for cache in caches:
             cache.advance(1)
@@ -233,7 +241,7 @@ class Transformer:
         out = self.output(x)                                    # (T, V)
         if c.logit_scale:
             out = out / c.logit_scale
-        return softcap(out, c.final_logit_softcapping)
+        return per_row(lambda rows: softcap(rows, c.final_logit_softcapping), out)
 
     def _block_forward(self, b: Block, x: torch.Tensor, pos: torch.Tensor,
                        cache: KVCache) -> torch.Tensor:

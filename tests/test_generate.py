@@ -207,6 +207,12 @@ def test_block_step_outside_the_cache_is_an_error(smol):
         step(x, cos, sin, cache.k[0][:1], cache.v[0][:1], 0)
     with pytest.raises(QuantError, match="do not fit"):
         step(x[:, :100], cos, sin, cache.k[0], cache.v[0], 0)
+    rows = torch.zeros(2, smol.config.embedding_length)
+    cos2, sin2 = block.rope.cos_sin(torch.tensor([0, 1]))
+    with pytest.raises(QuantError, match="one cache of one dtype per row"):    # caches of two dtypes
+        step.rows(rows, cos2, sin2, [cache.k[0], cache.k[0].half()], [cache.v[0], cache.v[0].half()], [0, 1])
+    with pytest.raises(QuantError, match="position 0, 4 of a cache of 4"):
+        step.rows(rows, cos2, sin2, [cache.k[0]] * 2, [cache.v[0]] * 2, [0, 4])
 
 
 def test_unknown_kv_cache_type_lists_supported():

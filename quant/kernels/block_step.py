@@ -120,12 +120,15 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 class BlockStep:
-    """A block's decode step bound once: `step(x, cos, sin, k_cache, v_cache, pos)`.
+    """A block's decode step bound once: `step(x, cos, sin, k_cache, v_cache, pos)` for one
+    sequence, `step.rows(x, cos, sin, k_caches, v_caches, positions)` for one token of each of
+    m sequences (row r equals that sequence's own step, bit for bit).
 
-    x (1, D) float32 is updated in place (x + attention, then + FFN when `has_ffn`); cos / sin
-    (1, n_rot/2) are this position's; k_cache / v_cache (Hkv, n_ctx, Dk / Dv) the layer's
-    contiguous float16 or float32 cache, whose row `pos` is written (rounded to nearest, as
-    torch's copy). Raises QuantError if the native side rejects a size or dtype.
+    x (m, D) float32 is updated in place (x + attention, then + FFN when `has_ffn`); cos / sin
+    (m, n_rot/2) are the rows' positions'; k_caches / v_caches (Hkv, n_ctx, Dk / Dv) each row's
+    layer cache, contiguous, float16 or float32 (all alike), whose row positions[r] is written
+    (rounded to nearest, as torch's copy). Raises QuantError if the native side rejects a size
+    or dtype.
     """
 
     def __init__(self, job: GGRBlock, keep: tuple, has_ffn: bool):
@@ -134,18 +137,28 @@ class BlockStep:
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                  v_cache: torch.Tensor, pos: int) -> None:
-        j, n_ctx = self.job, k_cache.shape[1]
-        if (k_cache.shape != (j.n_kv, n_ctx, j.dk) or v_cache.shape != (j.n_kv, n_ctx, j.dv)
-                or x.numel() != j.d or x.dtype != torch.float32 or cos.numel() != j.n_rot // 2
-                or not (x.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous())):
-            raise QuantError(f"block step: x {tuple(x.shape)} {x.dtype}, cache {tuple(k_cache.shape)} / "
-                             f"{tuple(v_cache.shape)} do not fit a block of width {j.d} with {j.n_kv} "
-                             f"kv heads of {j.dk} / {j.dv} (contiguous float32 x and cache rows needed)")
-        kv_type = KV_TYPES.get(k_cache.dtype, -1) if v_cache.dtype == k_cache.dtype else -1
-        if self._fn(self._ref, x.data_ptr(), cos.data_ptr(), sin.data_ptr(), k_cache.data_ptr(),
-                    v_cache.data_ptr(), kv_type, k_cache.shape[1], pos, threads()):
-            raise QuantError(f"native block step rejected position {pos} of a cache of {k_cache.shape[1]} "
-                             f"({k_cache.dtype} keys, {v_cache.dtype} values; float16 or float32, both one)")
+        self.rows(x, cos, sin, [k_cache], [v_cache], [pos])
+
+    def rows(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_caches: list[torch.Tensor],
+             v_caches: list[torch.Tensor], positions: list[int]) -> None:
+        j, m = self.job, len(positions)
+        n_ctx = k_caches[0].shape[1]
+        caches_ok = all(k.shape == (j.n_kv, n_ctx, j.dk) and v.shape == (j.n_kv, n_ctx, j.dv)
+                        and k.is_contiguous() and v.is_contiguous() and k.dtype == v.dtype == k_caches[0].dtype
+                        for k, v in zip(k_caches, v_caches))
+        if (not caches_ok or len(k_caches) != m or len(v_caches) != m or x.numel() != m * j.d
+                or x.dtype != torch.float32 or cos.shape != (m, j.n_rot // 2) or sin.shape != cos.shape
+                or not (x.is_contiguous() and cos.is_contiguous() and sin.is_contiguous())):
+            raise QuantError(f"block step: x {tuple(x.shape)} {x.dtype}, caches {tuple(k_caches[0].shape)} / "
+                             f"{tuple(v_caches[0].shape)} do not fit a block of width {j.d} with {j.n_kv} "
+                             f"kv heads of {j.dk} / {j.dv} (contiguous float32 x, one cache of one dtype per row)")
+        kv_type = KV_TYPES.get(k_caches[0].dtype, -1)
+        ptrs = ctypes.c_void_p * m
+        if self._fn(self._ref, x.data_ptr(), m, cos.data_ptr(), sin.data_ptr(),
+                    ptrs(*[k.data_ptr() for k in k_caches]), ptrs(*[v.data_ptr() for v in v_caches]),
+                    kv_type, n_ctx, (ctypes.c_int64 * m)(*positions), threads()):
+            raise QuantError(f"native block step rejected position {', '.join(map(str, positions))} of a cache "
+                             f"of {n_ctx} ({k_caches[0].dtype} keys and values; float16 or float32)")
 
 
 def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:

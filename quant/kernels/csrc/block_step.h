@@ -1,4 +1,4 @@
-/* One transformer block's decode step (one token) in a single call: what the Python decoder
+/* One transformer block's decode step (one token each of m sequences) in a single call: what the Python decoder
  * does op by op for one position, with the same kernels, so the result is bit-identical to it.
  *
  *   h = rms_norm(x, attn_norm)
@@ -55,46 +55,58 @@ INLINE void store_row(void *cache, int kv_type, int64_t at, const float *src, in
     for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
 }
 
-static int block_attention(const ggr_block *b, float *x, const float *c, const float *s, void *k_cache,
-                           void *v_cache, int kv_type, int64_t n_ctx, int64_t pos, float *h, float *qkv,
-                           float *att, int threads) {
-    const int64_t nq = b->n_head * b->dk, nk = b->n_kv * b->dk, nv = b->n_kv * b->dv;
-    rms_norm_row(x, b->d, b->attn_norm, b->eps, h);
-    int rc = gemv_multi(b->qkv, b->n_qkv, h, 1, b->d, qkv, ACT_NONE, threads);
+/* m rows, row r of its own sequence: cos / sin row r, cache k_caches[r] / v_caches[r], position
+ * pos[r]. The projections take all m rows in one gemv_multi (each row computed as it is alone);
+ * norms, rope, the cache write and attention run per row. */
+static int block_attention(const ggr_block *b, float *x, int64_t m, const float *c, const float *s,
+                           void *const *k_caches, void *const *v_caches, int kv_type, int64_t n_ctx,
+                           const int64_t *pos, float *h, float *qkv, float *att, int threads) {
+    const int64_t nq = b->n_head * b->dk, nk = b->n_kv * b->dk, nv = b->n_kv * b->dv, nt = nq + nk + nv;
+    const int64_t d = b->d, half = b->n_rot / 2, na = b->n_head * b->dv, es = kv_type ? 2 : 4;
+    for (int64_t r = 0; r < m; r++) rms_norm_row(x + r * d, d, b->attn_norm, b->eps, h + r * d);
+    int rc = gemv_multi(b->qkv, b->n_qkv, h, m, d, qkv, ACT_NONE, threads);
     if (rc) return rc;
-    add_bias(qkv, b->qkv_bias, nq + nk + nv);
-    float *q = qkv, *k = qkv + nq, *v = k + nk;
-    if (b->qk_norm == 2) {
-        rms_norm_rows(q, 1, nq, nq, b->q_norm, b->eps, q);
-        rms_norm_rows(k, 1, nk, nk, b->k_norm, b->eps, k);
-    } else if (b->qk_norm == 1) {
-        rms_norm_rows(q, b->n_head, b->dk, b->dk, b->q_norm, b->eps, q);
-        rms_norm_rows(k, b->n_kv, b->dk, b->dk, b->k_norm, b->eps, k);
+    for (int64_t r = 0; r < m && !rc; r++) {
+        float *q = qkv + r * nt, *k = q + nq, *v = k + nk;
+        add_bias(q, b->qkv_bias, nt);
+        if (b->qk_norm == 2) {
+            rms_norm_rows(q, 1, nq, nq, b->q_norm, b->eps, q);
+            rms_norm_rows(k, 1, nk, nk, b->k_norm, b->eps, k);
+        } else if (b->qk_norm == 1) {
+            rms_norm_rows(q, b->n_head, b->dk, b->dk, b->q_norm, b->eps, q);
+            rms_norm_rows(k, b->n_kv, b->dk, b->dk, b->k_norm, b->eps, k);
+        }
+        rope_rows(q, b->n_head, b->dk, b->n_rot, c + r * half, s + r * half, b->neox, q);
+        rope_rows(k, b->n_kv, b->dk, b->n_rot, c + r * half, s + r * half, b->neox, k);
+        for (int64_t g = 0; g < b->n_kv; g++) {
+            store_row(k_caches[r], kv_type, (g * n_ctx + pos[r]) * b->dk, k + g * b->dk, b->dk);
+            store_row(v_caches[r], kv_type, (g * n_ctx + pos[r]) * b->dv, v + g * b->dv, b->dv);
+        }
+        const int64_t lo = b->window > 0 && pos[r] - b->window + 1 > 0 ? pos[r] - b->window + 1 : 0;
+        const attend_job job = {q, (const uint8_t *)k_caches[r] + lo * b->dk * es,
+                                (const uint8_t *)v_caches[r] + lo * b->dv * es, b->n_head, b->n_kv, b->dk, b->dv,
+                                pos[r] + 1 - lo, n_ctx * b->dk, b->dk, n_ctx * b->dv, b->dv, kv_type,
+                                b->attn_scale, b->attn_cap};
+        rc = attend_run(&job, att + r * na, threads);
     }
-    rope_rows(q, b->n_head, b->dk, b->n_rot, c, s, b->neox, q);
-    rope_rows(k, b->n_kv, b->dk, b->n_rot, c, s, b->neox, k);
-    for (int64_t g = 0; g < b->n_kv; g++) {
-        store_row(k_cache, kv_type, (g * n_ctx + pos) * b->dk, k + g * b->dk, b->dk);
-        store_row(v_cache, kv_type, (g * n_ctx + pos) * b->dv, v + g * b->dv, b->dv);
+    if (rc || (rc = gemv_multi(&b->o, 1, att, m, na, h, ACT_NONE, threads))) return rc;
+    for (int64_t r = 0; r < m; r++) {
+        add_bias(h + r * d, b->o_bias, d);
+        if (b->post_attn_norm) rms_norm_rows(h + r * d, 1, d, d, b->post_attn_norm, b->eps, h + r * d);
+        residual_add(x + r * d, h + r * d, d, b->residual_scale);
     }
-    const int64_t lo = b->window > 0 && pos - b->window + 1 > 0 ? pos - b->window + 1 : 0, es = kv_type ? 2 : 4;
-    const attend_job job = {q, (const uint8_t *)k_cache + lo * b->dk * es, (const uint8_t *)v_cache + lo * b->dv * es,
-                            b->n_head, b->n_kv, b->dk, b->dv, pos + 1 - lo,
-                            n_ctx * b->dk, b->dk, n_ctx * b->dv, b->dv, kv_type, b->attn_scale, b->attn_cap};
-    if ((rc = attend_run(&job, att, threads))) return rc;
-    if ((rc = gemv_multi(&b->o, 1, att, 1, b->n_head * b->dv, h, ACT_NONE, threads))) return rc;
-    add_bias(h, b->o_bias, b->d);
-    if (b->post_attn_norm) rms_norm_rows(h, 1, b->d, b->d, b->post_attn_norm, b->eps, h);
-    residual_add(x, h, b->d, b->residual_scale);
     return 0;
 }
 
-static int block_ffn(const ggr_block *b, float *x, float *h, float *f, int threads) {
-    rms_norm_row(x, b->d, b->ffn_norm, b->eps, h);
-    int rc = gemv_multi(b->gate_up, 2, h, 1, b->d, f, b->act, threads);
-    if (rc || (rc = gemv_multi(&b->down, 1, f, 1, b->n_ff, h, ACT_NONE, threads))) return rc;
-    if (b->post_ffw_norm) rms_norm_rows(h, 1, b->d, b->d, b->post_ffw_norm, b->eps, h);
-    residual_add(x, h, b->d, b->residual_scale);
+static int block_ffn(const ggr_block *b, float *x, int64_t m, float *h, float *f, int threads) {
+    const int64_t d = b->d;
+    for (int64_t r = 0; r < m; r++) rms_norm_row(x + r * d, d, b->ffn_norm, b->eps, h + r * d);
+    int rc = gemv_multi(b->gate_up, 2, h, m, d, f, b->act, threads);
+    if (rc || (rc = gemv_multi(&b->down, 1, f, m, b->n_ff, h, ACT_NONE, threads))) return rc;
+    for (int64_t r = 0; r < m; r++) {
+        if (b->post_ffw_norm) rms_norm_rows(h + r * d, 1, d, d, b->post_ffw_norm, b->eps, h + r * d);
+        residual_add(x + r * d, h + r * d, d, b->residual_scale);
+    }
     return 0;
 }
 
@@ -135,18 +147,22 @@ static int experts_step(const ggr_experts *s, const float *x, const int32_t *ids
     return rc;
 }
 
-/* Returns 0, -1 on bad sizes (as gemv_multi / attend_run), -2 without memory. */
-static int block_step(const ggr_block *b, float *x, const float *c, const float *s, void *k_cache,
-                      void *v_cache, int kv_type, int64_t n_ctx, int64_t pos, int threads) {
-    if (pos < 0 || pos >= n_ctx || kv_type < 0 || kv_type > 1 || b->n_qkv < 1 || b->n_qkv > 3 || b->act < ACT_NONE || b->act > ACT_GELU_TANH)
+/* m rows of m sequences (see block_attention). Returns 0, -1 on bad sizes (as gemv_multi /
+ * attend_run), -2 without memory. */
+static int block_step(const ggr_block *b, float *x, int64_t m, const float *c, const float *s,
+                      void *const *k_caches, void *const *v_caches, int kv_type, int64_t n_ctx,
+                      const int64_t *pos, int threads) {
+    if (m < 1 || kv_type < 0 || kv_type > 1 || b->n_qkv < 1 || b->n_qkv > 3 || b->act < ACT_NONE || b->act > ACT_GELU_TANH)
         return -1;
+    for (int64_t r = 0; r < m; r++)
+        if (pos[r] < 0 || pos[r] >= n_ctx) return -1;
     const int64_t n_qkv = (b->n_head + 2 * b->n_kv) * (b->dk > b->dv ? b->dk : b->dv);
     const int64_t n_h = b->d > b->n_ff ? b->d : b->n_ff;
-    float *buf = malloc(sizeof(float) * (size_t)(2 * n_h + n_qkv + b->n_head * b->dv));
+    float *buf = malloc(sizeof(float) * (size_t)(m * (2 * n_h + n_qkv + b->n_head * b->dv)));
     if (!buf) return -2;
-    float *h = buf, *f = buf + n_h, *qkv = f + n_h, *att = qkv + n_qkv;
-    int rc = block_attention(b, x, c, s, k_cache, v_cache, kv_type, n_ctx, pos, h, qkv, att, threads);
-    if (!rc && b->act != ACT_NONE) rc = block_ffn(b, x, h, f, threads);
+    float *h = buf, *f = buf + m * n_h, *qkv = f + m * n_h, *att = qkv + m * n_qkv;
+    int rc = block_attention(b, x, m, c, s, k_caches, v_caches, kv_type, n_ctx, pos, h, qkv, att, threads);
+    if (!rc && b->act != ACT_NONE) rc = block_ffn(b, x, m, h, f, threads);
     free(buf);
     return rc;
 }

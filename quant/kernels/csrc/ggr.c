@@ -24,8 +24,9 @@
  *       One query position's attention over a float32 / f16 key-value cache (attend.h).
  *   ggr_rms_norm(x, rows, d, ldx, w, eps, y), ggr_rope(x, rows, d, n_rot, cos, sin, neox, y)
  *       Row ops of the decode step (rowops.h); single-threaded, not counted in ggr_kernel_ns.
- *   ggr_block_step(block, x, cos, sin, k_cache, v_cache, kv_type, n_ctx, pos, threads)
- *       One transformer block's decode step for one token (block_step.h): attention, and the
+ *   ggr_block_step(block, x, m, cos, sin, k_caches, v_caches, kv_type, n_ctx, pos, threads)
+ *       One transformer block's decode step for one token of each of m sequences, row r in
+ *       its own cache k_caches[r] / v_caches[r] at pos[r] (block_step.h): attention, and the
  *       dense FFN when the block has one, with the same kernels as the calls above.
  *   ggr_experts_step(experts, x, ids, weights, k, out, threads)
  *       The k routed experts of one token, weighted and summed (block_step.h).
@@ -51,7 +52,7 @@
 #include <omp.h>
 #endif
 
-#define GGR_ABI 4
+#define GGR_ABI 5
 #define GGR_MAX_MATRICES 8
 
 enum { GGR_Q8K = 1 };      /* ggr_matrix.flags: round x to Q8_K and dot in integers where the type can */
@@ -405,10 +406,10 @@ int ggr_attend(const attend_job *a, float *out, int threads) {
 
 #include "block_step.h"
 
-int ggr_block_step(const ggr_block *b, float *x, const float *c, const float *s, void *k_cache, void *v_cache,
-                   int kv_type, int64_t n_ctx, int64_t pos, int threads) {
+int ggr_block_step(const ggr_block *b, float *x, int64_t m, const float *c, const float *s, void *const *k_caches,
+                   void *const *v_caches, int kv_type, int64_t n_ctx, const int64_t *pos, int threads) {
     const int64_t t0 = now_ns();
-    const int rc = block_step(b, x, c, s, k_cache, v_cache, kv_type, n_ctx, pos, threads < 1 ? 1 : threads);
+    const int rc = block_step(b, x, m, c, s, k_caches, v_caches, kv_type, n_ctx, pos, threads < 1 ? 1 : threads);
     __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
     return rc;
 }
