@@ -77,7 +77,7 @@ class Model:
             raise UnsupportedError(f"{self.path}: cannot run: {problem}")
         self.spec = detect(self.gguf.metadata, str(self.path))
         self.config = ModelConfig.from_gguf(self.gguf.metadata, str(self.path),
-                                            self.spec.swa_pattern)
+                                            self.spec.swa_pattern, self.spec.norm == "layer")
         # A model converted without tokenizer files still runs on token ids (logits, generate_ids).
         has_vocab = "tokenizer.ggml.tokens" in self.gguf.metadata
         self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata, str(self.path)) \

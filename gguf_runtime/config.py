@@ -155,11 +155,14 @@ class ModelConfig:
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], source: str = "<metadata>",
-                  swa_pattern_default: int = 0) -> "ModelConfig":
+                  swa_pattern_default: int = 0, layer_norm: bool = False) -> "ModelConfig":
         """Read the config of `general.architecture` from GGUF metadata.
 
         swa_pattern_default: llama.cpp's per-family period of sliding-window layers (gemma2: 2,
         gemma3: 6) used when `{arch}.attention.sliding_window_pattern` is absent.
+        layer_norm: the family's norms are LayerNorms, whose epsilon is
+        `attention.layer_norm_epsilon` (RMSNorm's: `attention.layer_norm_rms_epsilon`); the
+        other key is the fallback.
         """
         arch = meta.get("general.architecture")
         if not isinstance(arch, str):
@@ -186,8 +189,7 @@ class ModelConfig:
             rope_freq_base=k.float("rope.freq_base", 10000.0, lo=1e-30),
             rope_freq_base_swa=k.float("rope.freq_base_swa", 10000.0, lo=1e-30),
             rope_scaling=_rope_scaling(k),
-            norm_epsilon=k.float("attention.layer_norm_rms_epsilon",
-                                 k.get("attention.layer_norm_epsilon", 1e-5), lo=0.0, hi=1.0),
+            norm_epsilon=_norm_epsilon(k, layer_norm),
             vocab_size=k.int("vocab_size", len(tokens) if isinstance(tokens, list) else 0),
             sliding_window=window,
             swa_layers=_swa_layers(k, n_layer, window, swa_pattern_default),
@@ -247,6 +249,12 @@ class ModelConfig:
                 v = [i for i, s in enumerate(v) if s]
             out[f.name] = v
         return out
+
+
+def _norm_epsilon(k: _Keys, layer_norm: bool) -> float:
+    keys = ["attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"]
+    first, second = keys[::-1] if layer_norm else keys
+    return k.float(first, k.get(second, 1e-5), lo=0.0, hi=1.0)
 
 
 def _rope_scaling(k: _Keys) -> RopeScaling:

@@ -1,4 +1,6 @@
-"""Hugging Face architectures -> GGUF: the rename tables, the families and per-tensor fixes.
+"""Hugging Face architectures -> GGUF: names, expected shapes and per-tensor fixes, over the
+families' converter facts (rename tables, hparams writers: gguf_runtime/models/, one module
+per family).
 
 Facts follow llama.cpp's convert_hf_to_gguf.py (conversion/base.py, llama.py, qwen.py,
 gemma.py, phi.py, granite.py, olmo.py, deepseek.py, glm.py): tensor names, llama's Q/K row permutation
@@ -15,114 +17,26 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
-from .convert_hparams import (KV, HParams, _base, _deepseek2, _gemma, _gemma2, _gemma3,
-                              _glm4moe, _granite, _llama, _phi3, _qwen_moe)
+from .convert_hparams import KV, HParams
 from .errors import UnsupportedError
+from .models import CONVERTERS, HF_ARCHITECTURES
+from .models.spec import ConvertSpec
 
 __all__ = ["Family", "FAMILIES", "HF_ARCHITECTURES", "HParams", "detect_family",
            "hyperparameters", "gguf_name", "expected_shape", "transform", "permute",
            "llama3_rope_freqs"]
 
-# ---------------------------------------------------------------- the rename table
-TOP_LEVEL = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
-PER_BLOCK = {
-    "input_layernorm": "attn_norm",
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.qkv_proj": "attn_qkv",                   # phi3: fused [q; k; v]
-    "self_attn.o_proj": "attn_output",
-    "self_attn.q_norm": "attn_q_norm",
-    "self_attn.k_norm": "attn_k_norm",
-    "post_attention_layernorm": "ffn_norm",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.gate_up_proj": "ffn_up",                       # phi3: fused [gate; up]
-    "mlp.down_proj": "ffn_down",
-}
-# Gemma 2/3 norm both sides of each sub-layer; the HF "post_attention" norm is a real post-norm.
-PER_BLOCK_POST_NORMS = {**PER_BLOCK,
-                        "post_attention_layernorm": "post_attention_norm",
-                        "pre_feedforward_layernorm": "ffn_norm",
-                        "post_feedforward_layernorm": "post_ffw_norm"}
-# Sparse (Mixture-of-Experts) blocks and DeepSeek's latent attention. Per-expert tensors
-# (`mlp.experts.{e}.*`) and fused ones split in two are convert_plan.py's.
-MOE_BLOCK = {**PER_BLOCK,
-             "mlp.gate": "ffn_gate_inp",                        # router: qwen, olmoe, deepseek
-             "block_sparse_moe.gate": "ffn_gate_inp",           # mixtral
-             "block_sparse_moe.router.layer": "ffn_gate_inp",   # granitemoe
-             "block_sparse_moe.output_linear": "ffn_down_exps",  # granitemoe: (E, D, Fe)
-             "mlp.shared_expert.gate_proj": "ffn_gate_shexp",   # qwen2moe
-             "mlp.shared_expert.up_proj": "ffn_up_shexp",
-             "mlp.shared_expert.down_proj": "ffn_down_shexp",
-             "mlp.shared_expert_gate": "ffn_gate_inp_shexp",    # (1, D) sigmoid gate
-             "mlp.shared_experts.gate_proj": "ffn_gate_shexp",  # deepseek
-             "mlp.shared_experts.up_proj": "ffn_up_shexp",
-             "mlp.shared_experts.down_proj": "ffn_down_shexp",
-             "shared_mlp.output_linear": "ffn_down_shexp",      # granitemoe shared
-             "self_attn.q_a_proj": "attn_q_a",                  # deepseek MLA
-             "self_attn.q_a_layernorm": "attn_q_a_norm",
-             "self_attn.q_b_proj": "attn_q_b",
-             "self_attn.kv_a_proj_with_mqa": "attn_kv_a_mqa",
-             "self_attn.kv_a_layernorm": "attn_kv_a_norm"}
-# GLM-4.5: llama.cpp's tensor map resolves post_attention_layernorm to ATTN_POST_NORM for
-# glm4moe (no FFN_NORM in its tensor list), though the graph uses it as the pre-FFN norm.
-GLM4MOE_BLOCK = {**MOE_BLOCK, "post_attention_layernorm": "post_attention_norm"}
 # Whole block-relative names whose last part is not .weight / .bias.
 BLOCK_EXACT = {"mlp.gate.e_score_correction_bias": "exp_probs_b.bias",     # DeepSeek-V3
                "mlp.experts.down_proj": "ffn_down_exps.weight"}            # fused (E, D, Fe)
 _BLOCK_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _SKIPPED = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 
-
-# ---------------------------------------------------------------- families
-@dataclass(frozen=True)
-class Family:
-    """What converting one GGUF architecture needs beyond the generic pipeline."""
-
-    arch: str
-    hparams: Callable[[HParams, KV], None]
-    block_names: dict[str, str]
-    permute_qk: bool = False          # llama: HF half-rotation -> GGML adjacent-pair rotation
-    norm_shift: float = 0.0           # gemma: RMSNorm multiplies by (1 + w); store 1 + w
-    swa_period: int = 0               # llama.cpp's default sliding-window period
-    qk_norm_full: bool = False        # olmoe: Q/K norms span all heads (H*Dk, Hkv*Dk wide)
-    drop_extra_layers: bool = False   # deepseek, glm4moe: layers past num_hidden_layers (MTP)
-                                      # dropped (glm4moe: as llama.cpp's --no-mtp)
-
-
-FAMILIES = {f.arch: f for f in [
-    Family("llama", _llama, MOE_BLOCK, permute_qk=True),         # also Mixtral
-    Family("qwen2", _base, PER_BLOCK),
-    Family("qwen3", _base, PER_BLOCK),
-    Family("phi3", _phi3, PER_BLOCK),
-    Family("gemma", _gemma, PER_BLOCK, norm_shift=1.0),
-    Family("gemma2", _gemma2, PER_BLOCK_POST_NORMS, norm_shift=1.0, swa_period=2),
-    Family("gemma3", _gemma3, PER_BLOCK_POST_NORMS, norm_shift=1.0, swa_period=6),
-    Family("granite", _granite, PER_BLOCK, permute_qk=True),
-    Family("granitemoe", _granite, MOE_BLOCK, permute_qk=True),
-    Family("qwen2moe", _qwen_moe, MOE_BLOCK),
-    Family("qwen3moe", _qwen_moe, MOE_BLOCK),
-    Family("olmoe", _base, MOE_BLOCK, qk_norm_full=True),
-    Family("deepseek2", _deepseek2, MOE_BLOCK, drop_extra_layers=True),
-    Family("glm4moe", _glm4moe, GLM4MOE_BLOCK, drop_extra_layers=True),
-]}
-HF_ARCHITECTURES = {
-    "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
-    "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3",
-    "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
-    "GraniteForCausalLM": "granite", "GraniteMoeForCausalLM": "granitemoe",
-    "GraniteMoeSharedForCausalLM": "granitemoe", "Qwen2MoeForCausalLM": "qwen2moe",
-    "Qwen3MoeForCausalLM": "qwen3moe", "OlmoeForCausalLM": "olmoe",
-    "DeepseekV2ForCausalLM": "deepseek2", "DeepseekV3ForCausalLM": "deepseek2",
-    "Glm4MoeLiteForCausalLM": "deepseek2",                 # GLM-4.7-Flash: written as deepseek2
-    "Glm4MoeForCausalLM": "glm4moe",
-}
+# The families' converter facts (declared in gguf_runtime/models/, one module per family).
+Family = ConvertSpec
+FAMILIES: dict[str, ConvertSpec] = CONVERTERS
 
 
 def detect_family(h: HParams) -> Family:
@@ -163,8 +77,8 @@ def gguf_name(family: Family, h: HParams, hf_name: str) -> str | None:
     stem, _, suffix = hf_name.rpartition(".")
     if stem == "lm_head" and h.cfg.get("tie_word_embeddings", False):
         return None                                          # tied: the runtime reuses token_embd
-    if stem in TOP_LEVEL:
-        return f"{TOP_LEVEL[stem]}.{suffix}"
+    if stem in family.top_names:
+        return f"{family.top_names[stem]}.{suffix}"
     m = _BLOCK_RE.fullmatch(hf_name)
     if m and int(m[1]) >= h.n_layer and family.drop_extra_layers:
         return None                                          # multi-token prediction layers
@@ -187,6 +101,8 @@ def expected_shape(family: Family, h: HParams, hf_name: str, name: str) -> tuple
               "attn_q_norm": (nq,) if family.qk_norm_full else (dk,),
               "attn_k_norm": (nkv,) if family.qk_norm_full else (dk,), "ffn_gate": (f, d),
               "ffn_up": (2 * f if fused_up else f, d), "ffn_down": (d, f)}
+    if family.plain_ffn:
+        shapes.pop("ffn_gate")
     if h.n_expert:
         shapes.update(_expert_shapes(h))
     if h.cfg.get("kv_lora_rank"):

@@ -6,11 +6,13 @@ from collections import Counter
 from typing import Any
 
 from quant import QuantError, get_format
+from quant.kernels.block_step import plan_supported
 
+from .block_plan import plan_block
 from .config import ModelConfig
 from .errors import GGUFError
 from .gguf_file import GGUFFile
-from .moe import routing_problem
+from .moe import is_sparse, routing_problem
 from .registry import detect
 
 
@@ -25,7 +27,8 @@ def runnable_problem(gf: GGUFFile) -> str | None:
     """None when the file can run here, else one line saying why not."""
     try:
         spec = detect(gf.metadata, str(gf.path))
-        config = ModelConfig.from_gguf(gf.metadata, str(gf.path), spec.swa_pattern)
+        config = ModelConfig.from_gguf(gf.metadata, str(gf.path), spec.swa_pattern,
+                                    spec.norm == "layer")
     except GGUFError as e:
         return str(e)
     if not spec.runnable:
@@ -58,8 +61,10 @@ def describe(gf: GGUFFile) -> dict[str, Any]:
     }
     try:
         spec = detect(meta, str(gf.path))
-        info["config"] = ModelConfig.from_gguf(meta, str(gf.path), spec.swa_pattern).as_dict()
+        config = ModelConfig.from_gguf(meta, str(gf.path), spec.swa_pattern, spec.norm == "layer")
+        info["config"] = config.as_dict()
         info["rope_style"] = spec.rope_style
+        info["block_plan"] = _first_block_plan(gf, spec, config)
     except GGUFError as e:
         info["config"] = None
         info["config_error"] = str(e)
@@ -87,6 +92,17 @@ def describe(gf: GGUFFile) -> dict[str, Any]:
     return info
 
 
+def _first_block_plan(gf: GGUFFile, spec, config: ModelConfig) -> dict[str, Any] | None:
+    """Block 0's plan (block_plan.py) and whether the native one-call step implements it."""
+    try:
+        plan = plan_block(spec, mla=config.kv_lora_rank > 0, sparse=is_sparse(config, 0),
+                          has_ffn_norm=f"blk.0.{spec.ffn_norm}.weight" in gf.tensors,
+                          has_qk_norm="blk.0.attn_q_norm.weight" in gf.tensors, where=str(gf.path))
+    except GGUFError:
+        return None
+    return {**plan.as_dict(), "native_step": plan_supported(plan.as_dict())}
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
@@ -104,6 +120,10 @@ def format_description(info: dict[str, Any]) -> str:
                 lines.append(f"  {k:32s} {v}")
     else:
         lines.append(f"config:        unavailable: {info.get('config_error')}")
+    if plan := info.get("block_plan"):
+        lines.append(f"block plan:    {plan['norm']} norm, {plan['residual']} residual, {plan['attention']} "
+                     f"attention, Q/K norm {plan['qk_norm'] or 'none'}, {plan['ffn']} FFN ({plan['activation']}); "
+                     f"native one-call decode step: {'yes' if plan['native_step'] else 'no (op by op)'}")
     tok = info["tokenizer"]
     if tok["model"] in (None, "none") or not tok["vocab_size"]:
         lines.append("tokenizer:     none: no vocabulary in the file, runs on token ids only")

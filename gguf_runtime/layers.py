@@ -1,4 +1,4 @@
-"""Building blocks shared by every architecture: RMSNorm, RoPE, attention, gated FFN.
+"""Building blocks shared by every architecture: RMSNorm / LayerNorm, RoPE, attention, FFN.
 
 Legend: T new tokens, S cached positions attended to, D model width, H query heads,
 Hkv key/value heads, Dk/Dv head dims, F feed-forward width.
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from quant.kernels.attention import attend_one
 from quant.kernels.registry import DECODE_MAX_ROWS
-from quant.kernels.reference import gated_reference
+from quant.kernels.reference import ACTIVATIONS, gated_reference
 from quant.kernels.rowops import rms_norm as native_rms_norm
 from quant.kernels.rowops import rope_one
 
@@ -27,6 +27,24 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
     One native call where it can run (quant.kernels.rowops), else torch's fused op."""
     y = native_rms_norm(x, weight, eps)
     return y if y is not None else F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+@dataclass(frozen=True)
+class Norm:
+    """A block's norm, built at load: "rms" y = x / sqrt(mean(x^2) + eps) * w (+ b);
+    "layer" y = (x - mean(x)) / sqrt(var(x) + eps) * w + b (ggml_norm, then weight and bias),
+    over the last dim. The kind is the family's (ArchSpec.norm), the bias the file's."""
+
+    kind: str
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    eps: float
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        y = rms_norm(x, self.weight, self.eps)
+        return y if self.bias is None else y + self.bias
 
 
 def per_row(fn, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
@@ -159,6 +177,11 @@ def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.
     if window > 0:
         allowed &= diff < window
     return allowed
+
+
+def activation(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """silu(x) or gelu_tanh(x): a plain (ungated) FFN's activation, row by row in a decode step."""
+    return per_row(ACTIVATIONS[kind], x)
 
 
 def gated_activation(gate: torch.Tensor, up: torch.Tensor, kind: str) -> torch.Tensor:

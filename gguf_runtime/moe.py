@@ -13,6 +13,7 @@ G expert groups.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,8 +26,10 @@ from .config import ModelConfig
 from .errors import GGUFFormatError
 from .gguf_file import GGUFFile
 from .layers import gated_activation, per_row
-from .registry import ArchSpec
 from .tensors import BlockTensors
+
+if TYPE_CHECKING:                       # the family modules import this module's users
+    from .models.spec import ArchSpec
 
 # llama.cpp's llama_expert_gating_func_type; 0 (unset) is the ArchSpec's expert_gating_unset
 # (softmax for deepseek2, sigmoid for glm4moe, as llama.cpp's load_hparams).

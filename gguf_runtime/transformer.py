@@ -2,11 +2,12 @@
 
 Attributes carry the GGUF tensor names (`token_embd`, `blk[i].attn_q`, `ffn_down`, ...). Which
 optional pieces a block has (biases, Q/K norms, post-norms, fused QKV) is read from the tensors
-present; what the file cannot say comes from the ArchSpec (registry.py). Each block's FFN is
-chosen at build time: dense (`ffn_gate/up/down`) or sparse (`blk[i].moe`, see moe.py).
-For one token, a block whose weights take native kernels runs as one native call
-(quant.kernels.block_step: the same ops in the same order, bit-identical); prefill, MLA and
-the sparse FFN run op by op below.
+present; what the file cannot say comes from the family's ArchSpec (gguf_runtime/models/).
+Each block's topology is its BlockPlan (block_plan.py), built at load: norm kind (norms are
+`Norm` objects), sequential or parallel residual, FFN kind (gated, fused gated, plain, or
+sparse: `blk[i].moe`, see moe.py), Q/K norm kind, attention kind. For one token, a block whose
+plan and weights the native step implements runs as one native call (quant.kernels.block_step:
+the same ops in the same order, bit-identical); everything else runs op by op below.
 
 Legend: T new tokens, D model width, H/Hkv query/kv heads, Dk/Dv head dims, V vocabulary.
 """
@@ -25,13 +26,14 @@ from quant.kernels.registry import DECODE_MAX_ROWS, env_spec
 from quant.qlinear import QLinear, QLinearGroup
 
 from .config import ModelConfig, RopeScaling
-from .errors import GGUFFormatError
+from .errors import GGUFFormatError, UnsupportedError
 from .gguf_file import GGUFFile
 from .kv_cache import KVCache
-from .layers import Rope, RopeParams, attention, causal_mask, gated_activation, per_row, rms_norm, softcap
+from .block_plan import BlockPlan, plan_block
+from .layers import Norm, Rope, RopeParams, activation, attention, causal_mask, gated_activation, per_row, softcap
 from .models.deepseek2 import MLA, build_mla, mla_attention_scale, mla_rope_scaling
 from .moe import MoE, build_moe, is_sparse
-from .registry import ArchSpec
+from .models.spec import ArchSpec
 from .tensors import BlockTensors, Tensors
 
 _NORMS = ("attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm",
@@ -43,20 +45,21 @@ class Block:
     """One transformer block's weights, named as in the GGUF file (None when absent)."""
 
     index: int
-    attn_norm: torch.Tensor | None = None
+    plan: BlockPlan | None = None
+    attn_norm: Norm | None = None
     attn_q: QLinear | None = None
     attn_k: QLinear | None = None
     attn_v: QLinear | None = None
     attn_qkv: QLinear | QLinearGroup | None = None   # file's fused QKV, or Q, K, V grouped
     attn_output: QLinear | None = None
-    attn_q_norm: torch.Tensor | None = None
-    attn_k_norm: torch.Tensor | None = None
-    post_attention_norm: torch.Tensor | None = None
-    ffn_norm: torch.Tensor | None = None
+    attn_q_norm: Norm | None = None
+    attn_k_norm: Norm | None = None
+    post_attention_norm: Norm | None = None
+    ffn_norm: Norm | None = None
     ffn_gate: QLinear | None = None
     ffn_up: QLinear | None = None
     ffn_down: QLinear | None = None
-    post_ffw_norm: torch.Tensor | None = None
+    post_ffw_norm: Norm | None = None
     ffn_gate_up: QLinearGroup | None = None   # ffn_gate and ffn_up as one call (built, not read)
     moe: MoE | None = None             # sparse FFN (ffn_gate_inp, ffn_*_exps, ffn_*_shexp)
     mla: MLA | None = None             # latent attention (attn_q_a, attn_kv_a_mqa, attn_k_b, ...)
@@ -75,10 +78,14 @@ class Transformer:
         n_vocab = embd.shape[-2] if len(embd.shape) > 1 else 1
         self.token_embd = embd.qtensor()
         out_name = "output.weight" if "output.weight" in gf.tensors else "token_embd.weight"
-        self.output = QLinear(top.info(out_name, (n_vocab, d)).qtensor(), exact=True)  # logits float32
-        self.output_norm = top.vector("output_norm.weight", d)
+        out_bias = top.vector("output.bias", n_vocab) if out_name == "output.weight" else None
+        self.output = QLinear(top.info(out_name, (n_vocab, d)).qtensor(), out_bias, exact=True)  # logits float32
+        self.output_norm = self._norm(top, "output_norm", d) or Norm(spec.norm, None, None, c.norm_epsilon)
         self._freq_factors = top.vector("rope_freqs.weight", c.rope_dimension_count // 2)
         self._ropes: dict[tuple, Rope] = {}
+        if spec.window_unsupported and config.sliding_window > 0:
+            raise UnsupportedError(f"{gf.path}: {spec.name} with a sliding window "
+                                   f"({config.sliding_window}): {spec.window_unsupported}")
         if spec.swa_pattern == 0 and config.sliding_window > 0:
             warnings.warn(f"{gf.path}: {spec.name}'s sliding window ({config.sliding_window}) is not "
                           f"applied: full attention, as llama.cpp runs this family", RuntimeWarning, stacklevel=3)
@@ -99,12 +106,13 @@ class Transformer:
         t = BlockTensors(self.gf, i, f"{c.architecture} block {i}: width {d}, {h} heads of "
                                      f"{dk} / {dv} over {kv} kv heads")
         for name in _NORMS[:1] + _NORMS[3:]:
-            setattr(b, name, t.vector(f"{name}.weight", d))
+            setattr(b, name, self._norm(t, name, d))
         if self.spec.ffn_norm != "ffn_norm":        # glm4moe: the FFN norm has another name
             b.ffn_norm = getattr(b, self.spec.ffn_norm)
             setattr(b, self.spec.ffn_norm, None)
-        b.attn_q_norm = t.vector("attn_q_norm.weight", [dk, h * dk])
-        b.attn_k_norm = t.vector("attn_k_norm.weight", [dk, kv * dk])
+        qk = {"head": (dk, dk), "whole": (h * dk, kv * dk)}.get(self.spec.qk_norm, ([dk, h * dk], [dk, kv * dk]))
+        b.attn_q_norm = self._norm(t, "attn_q_norm", qk[0], rms=True)
+        b.attn_k_norm = self._norm(t, "attn_k_norm", qk[1], rms=True)
         if c.kv_lora_rank > 0:
             b.mla = build_mla(self.gf, i, c)
         else:
@@ -113,7 +121,19 @@ class Transformer:
             b.attn_v = t.linear("attn_v", (kv * dv, d), False, bias=True)
             b.attn_qkv = t.linear("attn_qkv", (h * dk + kv * (dk + dv), d), False, bias=True)
         b.attn_output = t.linear("attn_output", (d, h * dv), False, bias=True)
-        if is_sparse(c, i):
+        b.plan = plan_block(self.spec, mla=c.kv_lora_rank > 0, sparse=is_sparse(c, i),
+                            has_ffn_norm=b.ffn_norm is not None, has_qk_norm=b.attn_q_norm is not None,
+                            where=f"{self.gf.path}: block {i}")
+        # A missing input norm normalises without a weight; without pre-norms (olmo2) there is
+        # none: a file that has them is refused. Post-norms are optional.
+        if not b.plan.pre_norm and (b.attn_norm or b.ffn_norm):
+            raise GGUFFormatError(f"{self.gf.path}: block {i} has attn_norm / ffn_norm, which "
+                                  f"{c.architecture}'s graph (post-norms only) does not use")
+        if b.plan.pre_norm:
+            b.attn_norm = b.attn_norm or Norm(self.spec.norm, None, None, c.norm_epsilon)
+        if b.plan.pre_norm and b.plan.residual == "sequential":
+            b.ffn_norm = b.ffn_norm or Norm(self.spec.norm, None, None, c.norm_epsilon)
+        if b.plan.ffn == "moe":
             b.moe = build_moe(self.gf, i, c, self.spec)
         else:
             self._dense_ffn(t, b, d, c.feed_forward_length[i] or None)
@@ -133,20 +153,29 @@ class Transformer:
             freq_factors=self._freq_factors))
         return b
 
+    def _norm(self, t: Tensors, name: str, n: int | list[int], rms: bool = False) -> Norm | None:
+        """The norm {name}.weight (+ {name}.bias) of n values, of the family's kind (Q/K norms:
+        always RMS), or None when the file has none."""
+        weight = t.vector(f"{name}.weight", n)
+        if weight is None:
+            return None
+        bias = t.vector(f"{name}.bias", weight.numel())
+        return Norm("rms" if rms else self.spec.norm, weight, bias, self.config.norm_epsilon)
+
     @staticmethod
     def _dense_ffn(t: BlockTensors, b: Block, d: int, f: int | None) -> None:
-        """ffn_gate / ffn_up (F, D) and ffn_down (D, F); without a gate, ffn_up is the fused
-        [gate; up] of (2F, D) (phi3). F from the config, else from ffn_up."""
-        b.ffn_gate = t.linear("ffn_gate", (f, d), False, bias=True)
-        fused = b.ffn_gate is None
-        b.ffn_up = t.linear("ffn_up", (2 * f if fused and f else f, d), False, bias=True)
-        if b.ffn_up is None:
-            return
+        """By the plan: "gated" ffn_gate / ffn_up (F, D), "gated_fused" ffn_up = [gate; up] of
+        (2F, D) (phi3), "plain" ffn_up (F, D) alone; ffn_down (D, F). F from the config, else
+        from ffn_up."""
+        kind = b.plan.ffn
+        b.ffn_gate = t.linear("ffn_gate", (f, d), kind == "gated", bias=True) if kind == "gated" else None
+        fused = kind == "gated_fused"
+        b.ffn_up = t.linear("ffn_up", (2 * f if fused and f else f, d), True, bias=True)
         n_up = b.ffn_up.out_features
         if (b.ffn_gate is not None and b.ffn_gate.out_features != n_up) or (fused and n_up % 2):
             raise GGUFFormatError(f"{t.gf.path}: {t.prefix}ffn_up.weight has {n_up} rows, which do not "
                                   f"match ffn_gate's (or, fused, are odd) ({t.context})")
-        b.ffn_down = t.linear("ffn_down", (d, n_up // 2 if fused else n_up), False, bias=True)
+        b.ffn_down = t.linear("ffn_down", (d, n_up // 2 if fused else n_up), True, bias=True)
 
     @staticmethod
     def _group_linears(b: Block) -> None:
@@ -198,7 +227,7 @@ class Transformer:
             x = self._block_forward(b, x, pos, cache)
         cache.advance(ids.numel())
         if hidden:
-            return rms_norm(x, self.output_norm, self.config.norm_epsilon)
+            return self.output_norm(x)
         if not all_logits:
             x = x[-1:]
         return self.logits(x)
@@ -216,28 +245,23 @@ class Transformer:
             cache.check_room(1)
         pos = torch.tensor([cache.length for cache in caches])
         x = self.embed(ids).contiguous()                        # (N, D)
-        c, eps = self.config, self.config.norm_epsilon
         for b in self.blk:
             step = self._decode_step(b)
             if step is not None:               # one native call for the N rows, x in place
                 cos, sin = b.rope.cos_sin(pos)
                 step.rows(x, cos.contiguous(), sin.contiguous(), [cache.k[b.index] for cache in caches],
                           [cache.v[b.index] for cache in caches], pos.tolist())
-                if step.has_ffn:
-                    continue
+                if not step.has_ffn:
+                    x = self._ffn_residual(b, x)
             else:
-                h = self._attention_rows(b, rms_norm(x, b.attn_norm, eps), pos, caches)
-                if b.post_attention_norm is not None:
-                    h = rms_norm(h, b.post_attention_norm, eps)
-                x = x + (h * c.residual_scale if c.residual_scale else h)
-            x = self._ffn_residual(b, x)
+                x = self._residuals(b, x, lambda n: self._attention_rows(b, n, pos, caches))
         for cache in caches:
             cache.advance(1)
         return self.logits(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
-        x = rms_norm(x, self.output_norm, c.norm_epsilon)
+        x = self.output_norm(x)
         out = self.output(x)                                    # (T, V)
         if c.logit_scale:
             out = out / c.logit_scale
@@ -245,28 +269,35 @@ class Transformer:
 
     def _block_forward(self, b: Block, x: torch.Tensor, pos: torch.Tensor,
                        cache: KVCache) -> torch.Tensor:
-        c, eps = self.config, self.config.norm_epsilon
         step = self._decode_step(b) if x.shape[0] == 1 else None
-        if step is not None:                   # one native call: attention (+ FFN), x in place
-            cos, sin = b.rope.cos_sin(pos)
-            step(x, cos, sin, cache.k[b.index], cache.v[b.index], cache.length)
-            if step.has_ffn:
-                return x
-        else:
-            h = self._attention(b, rms_norm(x, b.attn_norm, eps), pos, cache)
-            if b.post_attention_norm is not None:
-                h = rms_norm(h, b.post_attention_norm, eps)
-            x = x + (h * c.residual_scale if c.residual_scale else h)
-        return self._ffn_residual(b, x)
+        if step is None:
+            return self._residuals(b, x, lambda n: self._attention(b, n, pos, cache))
+        cos, sin = b.rope.cos_sin(pos)         # one native call: attention (+ FFN), x in place
+        step(x, cos, sin, cache.k[b.index], cache.v[b.index], cache.length)
+        return x if step.has_ffn else self._ffn_residual(b, x)
+
+    def _residuals(self, b: Block, x: torch.Tensor, attend) -> torch.Tensor:
+        """The block by its plan's residual: sequential x + attn(norm(x)), then _ffn_residual;
+        parallel x + (attn(n) + ffn(n)), n = attn_norm(x) (llama.cpp's phi2 order)."""
+        n = b.attn_norm(x) if b.attn_norm is not None else x
+        h = attend(n)
+        if b.post_attention_norm is not None:
+            h = b.post_attention_norm(h)
+        if b.plan.residual == "parallel":
+            return x + (h + self._ffn_out(b, n))
+        return self._ffn_residual(b, x + self._scaled(h))
+
+    def _scaled(self, h: torch.Tensor) -> torch.Tensor:
+        scale = self.config.residual_scale
+        return h * scale if scale else h
 
     def _ffn_residual(self, b: Block, x: torch.Tensor) -> torch.Tensor:
-        """x + FFN(norm(x)), with the block's post-FFN norm and residual scale."""
-        c, eps = self.config, self.config.norm_epsilon
-        h = rms_norm(x, b.ffn_norm, eps)
+        """x + FFN(ffn_norm(x)), with the block's post-FFN norm and residual scale."""
+        return x + self._scaled(self._ffn_out(b, b.ffn_norm(x) if b.ffn_norm is not None else x))
+
+    def _ffn_out(self, b: Block, h: torch.Tensor) -> torch.Tensor:
         h = b.moe(h) if b.moe is not None else self._ffn(b, h)
-        if b.post_ffw_norm is not None:
-            h = rms_norm(h, b.post_ffw_norm, eps)
-        return x + (h * c.residual_scale if c.residual_scale else h)
+        return b.post_ffw_norm(h) if b.post_ffw_norm is not None else h
 
     def _decode_step(self, b: Block) -> BlockStep | None:
         """Block b's one-token step as one native call (quant.kernels.block_step), bound on first
@@ -279,13 +310,14 @@ class Transformer:
 
     def _bind_step(self, b: Block) -> BlockStep | None:
         c, i = self.config, b.index
-        dense = b.moe is None
         weights = BlockWeights(
-            qkv=b.attn_qkv, attn_output=b.attn_output,
-            gate_up=b.ffn_gate_up if dense else None, down=b.ffn_down if dense else None,
-            act=self.spec.activation, attn_norm=b.attn_norm, q_norm=b.attn_q_norm, k_norm=b.attn_k_norm,
-            qk_norm=self._qk_norm_kind(b),
-            post_attention_norm=b.post_attention_norm, ffn_norm=b.ffn_norm, post_ffw_norm=b.post_ffw_norm)
+            plan=b.plan.as_dict(), qkv=b.attn_qkv, attn_output=b.attn_output,
+            gate_up=b.ffn_gate_up, down=b.ffn_down,
+            attn_norm=_vector(b.attn_norm), q_norm=_vector(b.attn_q_norm), k_norm=_vector(b.attn_k_norm),
+            post_attention_norm=_vector(b.post_attention_norm), ffn_norm=_vector(b.ffn_norm),
+            post_ffw_norm=_vector(b.post_ffw_norm),
+            biased_norms=any(n is not None and n.bias is not None for n in (
+                b.attn_norm, b.attn_q_norm, b.attn_k_norm, b.post_attention_norm, b.ffn_norm, b.post_ffw_norm)))
         shape = BlockShape(
             d=c.embedding_length, n_head=c.head_count[i], n_kv=c.head_count_kv[i], dk=c.key_length,
             dv=c.value_length, n_rot=b.rope.p.n_rot, neox=b.rope.p.style == "neox", window=b.window,
@@ -338,26 +370,29 @@ class Transformer:
         cos, sin = b.rope.cos_sin(pos)
         return b.rope.apply(q, cos, sin), b.rope.apply(k, cos, sin), v
 
-    def _qk_norm_kind(self, b: Block) -> str | None:
-        """The block's Q/K RMSNorm: "head" (qwen3: a norm of Dk, per head), "whole" (OLMoE: of
-        H*Dk, over the projection before the split into heads) or None; told apart by its size."""
-        w = b.attn_q_norm
-        return None if w is None else "head" if w.numel() == self.config.key_length else "whole"
-
-    def _qk_norm(self, b: Block, q: torch.Tensor, k: torch.Tensor,
+    @staticmethod
+    def _qk_norm(b: Block, q: torch.Tensor, k: torch.Tensor,
                  per_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """The block's Q/K RMSNorm when it is of the kind asked (see _qk_norm_kind)."""
-        if self._qk_norm_kind(b) != ("head" if per_head else "whole"):
+        """The block's Q/K RMSNorm when its plan's kind is the one asked: "head" (qwen3: of Dk,
+        per head, after the split) or "whole" (OLMoE: of H*Dk, over the projection, before)."""
+        if b.plan.qk_norm != ("head" if per_head else "whole"):
             return q, k
-        eps = self.config.norm_epsilon
-        return rms_norm(q, b.attn_q_norm, eps), rms_norm(k, b.attn_k_norm, eps)
+        return b.attn_q_norm(q), b.attn_k_norm(k)
 
     def _ffn(self, b: Block, x: torch.Tensor) -> torch.Tensor:
+        """The dense FFN by the plan's kind (gated, gated_fused, plain)."""
+        act = b.plan.activation
         if b.ffn_gate_up is not None:
-            return b.ffn_down(b.ffn_gate_up.gated(x, self.spec.activation))
+            return b.ffn_down(b.ffn_gate_up.gated(x, act))
         up = b.ffn_up(x)
+        if b.plan.ffn == "plain":
+            return b.ffn_down(activation(up, act))
         if b.ffn_gate is not None:
             gate = b.ffn_gate(x)
         else:                                                   # fused [gate; up] (phi3)
             gate, up = up.chunk(2, dim=-1)
-        return b.ffn_down(gated_activation(gate, up, self.spec.activation))
+        return b.ffn_down(gated_activation(gate, up, act))
+
+
+def _vector(norm: Norm | None) -> torch.Tensor | None:
+    return norm.weight if norm is not None else None

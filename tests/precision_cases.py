@@ -22,7 +22,8 @@ FIXTURE_JSON = FIXTURES / "precision_llamacpp.json"
 FIXTURE_NPZ = FIXTURES / "precision_llamacpp.npz"
 # 24 ids: more than DECODE_MAX_ROWS, so a prompt takes the prefill kernels (and bf16 when named)
 IDS = torch.randint(3, 256, (24,), generator=torch.Generator().manual_seed(7)).tolist()
-DENSE = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "granite")
+DENSE = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "granite", "phi2", "stablelm",
+         "stablelm-parallel", "starcoder2", "olmo2")
 EXACT = "native,reference"
 BF16 = "bf16,q8k,native,block,reference"
 Q8K = "q8k,native,block,reference"

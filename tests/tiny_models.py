@@ -117,6 +117,20 @@ CASES: dict[str, TinyCase] = {c.name: c for c in [
         window=4),
     TinyCase("phi3", "phi3", "Phi3Config", "Phi3ForCausalLM", dict(
         sliding_window=None, partial_rotary_factor=0.5, original_max_position_embeddings=128)),
+    # LayerNorm families (gguf_runtime/models/phi.py, stablelm.py, starcoder2.py): biases on the
+    # norms; phi2 parallel with a plain GELU FFN and a biased head (llama.cpp writes
+    # head_count_kv = head_count and feed_forward_length = 4 * n_embd for phi2: kept so here).
+    TinyCase("phi2", "phi2", "PhiConfig", "PhiForCausalLM", dict(
+        num_key_value_heads=HEADS, intermediate_size=4 * HIDDEN, hidden_act="gelu_new",
+        partial_rotary_factor=0.5)),
+    TinyCase("stablelm", "stablelm", "StableLmConfig", "StableLmForCausalLM", dict(
+        use_qkv_bias=True, partial_rotary_factor=0.5)),
+    TinyCase("stablelm-parallel", "stablelm", "StableLmConfig", "StableLmForCausalLM", dict(
+        use_parallel_residual=True, partial_rotary_factor=0.25)),
+    TinyCase("starcoder2", "starcoder2", "Starcoder2Config", "Starcoder2ForCausalLM", dict(
+        sliding_window=None, hidden_act="gelu_pytorch_tanh", use_bias=True)),
+    # post-norms only, Q/K norms over the whole projection
+    TinyCase("olmo2", "olmo2", "Olmo2Config", "Olmo2ForCausalLM"),
     # Granite's four multipliers, each off 1 so a dropped one shows.
     TinyCase("granite", "granite", "GraniteConfig", "GraniteForCausalLM", dict(
         embedding_multiplier=2.0, logits_scaling=4.0, residual_multiplier=0.5,

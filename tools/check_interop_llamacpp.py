@@ -1,6 +1,6 @@
 """Interop bars (2) and (3) of the converter against llama.cpp, written to a committed fixture.
 
-    python tools/check_interop_llamacpp.py [--cases llama,qwen2] [--no-logits] [--keep DIR]
+    python tools/check_interop_llamacpp.py [--cases llama,qwen2] [--update] [--no-logits] [--keep DIR]
 
 For every tiny random transformers model (tests/tiny_models.py; the MoE ones of
 tests/tiny_moe.py once the converter's `detect_family` accepts them), saved with
@@ -331,8 +331,16 @@ def main(argv=None) -> None:
     ap.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     ap.add_argument("--llama-cpp-src", type=Path, default=LLAMA_CPP_SRC)
     ap.add_argument("--out", type=Path, default=FIXTURE)
+    ap.add_argument("--update", action="store_true",
+                    help="keep the fixture's other models (same versions only), redo --cases")
     args = ap.parse_args(argv)
     results = run(args)
+    if args.update and args.out.exists():
+        old = json.loads(args.out.read_text(encoding="utf-8"))
+        if old["versions"] != results["versions"] or old["seed"] != results["seed"]:
+            sys.exit(f"--update: {args.out} was recorded with {old['versions']}, now "
+                     f"{results['versions']}: rerun every case")
+        results["models"] = {**old["models"], **results["models"]}
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(markdown(results))
 

@@ -1,6 +1,6 @@
 """Reduced precision next to llama.cpp's: fixtures for tests/test_precision.py.
 
-    python tools/gen_precision_fixtures.py [--cases llama,qwen3moe] [--types Q4_K_M,Q6_K,Q4_0]
+    python tools/gen_precision_fixtures.py [--cases llama,qwen3moe] [--types Q4_K_M,Q6_K,Q4_0] [--update]
 
 For one tiny random transformers model per dense family (tests/tiny_models.py, widened to
 WIDE so the rows are whole K-quant blocks) and every MoE case (tests/tiny_moe.py, 256 wide):
@@ -118,10 +118,18 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(pc.CASES))
     ap.add_argument("--types", default="Q4_K_M,Q6_K,Q4_0")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the fixtures' other cases (same versions and ids only), redo --cases")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     os.environ.pop("GGUF_RUNTIME_KERNELS", None)
     summary, arrays = run(args.cases.split(","), args.types.split(","))
+    if args.update and pc.FIXTURE_JSON.exists():
+        old = json.loads(pc.FIXTURE_JSON.read_text(encoding="utf-8"))
+        if (old["versions"], old["ids"], old["types"]) != (summary["versions"], summary["ids"], summary["types"]):
+            sys.exit("--update: the fixtures were recorded with other versions, ids or types: rerun every case")
+        summary["cases"] = {**old["cases"], **summary["cases"]}
+        arrays = {**dict(np.load(pc.FIXTURE_NPZ)), **arrays}
     pc.FIXTURE_JSON.write_text(json.dumps(summary, indent=1, sort_keys=True), encoding="utf-8")
     np.savez_compressed(pc.FIXTURE_NPZ, **arrays)
     print(markdown(summary))

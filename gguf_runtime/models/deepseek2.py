@@ -19,13 +19,17 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from gguf import ExpertGatingFuncType
+
 from quant.qlinear import ExpertStack, QLinear
 
 from ..config import ModelConfig, RopeScaling
+from ..convert_hparams import KV, HParams, base_keys
 from ..errors import GGUFFormatError
 from ..gguf_file import GGUFFile
 from ..layers import Rope, rms_norm
-from ..moe import BlockTensors
+from ..tensors import BlockTensors
+from .spec import MOE_BLOCK, ArchSpec, ConvertSpec, Family
 
 
 @dataclass
@@ -120,3 +124,45 @@ def mla_attention_scale(c: ModelConfig) -> float:
     rope_factor = mla_rope_scaling(c).attn_factor if sc.kind == "yarn" else 1.0
     mscale = rope_factor * (1.0 + 0.1 * ln_factor) * (1.0 + 0.1 * _yarn_log_mul(c) * ln_factor)
     return mscale * mscale / math.sqrt(dk)
+
+
+# ---------------------------------------------------------------- the converter's keys
+def deepseek2_keys(h: HParams, kv: KV) -> None:
+    """DeepseekV2Model: latent attention written as one shared kv head of width R + P."""
+    base_keys(HParams({**h.cfg, "num_key_value_heads": 1,
+                   "rms_norm_eps": h.cfg.get("rms_norm_eps", 1e-6)}, h.source), kv)
+    r, p = int(h.cfg.get("kv_lora_rank") or 512), int(h.find("qk_rope_head_dim"))
+    dense = h.cfg.get("first_k_dense_replace")
+    if dense is None and isinstance(h.cfg.get("mlp_layer_types"), list):    # GLM-4.7-Flash's form
+        kinds = h.cfg["mlp_layer_types"]
+        dense = next((i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds))
+    if dense is None:                       # no key: a dense model is all leading dense layers
+        dense = 0 if h.n_expert else h.n_layer
+    kv.update(add_leading_dense_block_count=int(dense),
+              add_q_lora_rank=int(h.cfg.get("q_lora_rank") or 0),
+              add_kv_lora_rank=r, add_key_length=r + p, add_value_length=r,
+              add_key_length_mla=int(h.find("qk_nope_head_dim")) + p,
+              add_value_length_mla=int(h.find("v_head_dim")),
+              add_expert_feed_forward_length=h.n_ff_exp,
+              add_expert_shared_count=int(h.cfg.get("n_shared_experts") or 0),
+              add_rope_dimension_count=p)
+    if (scale := h.cfg.get("routed_scaling_factor")) is not None:
+        kv["add_expert_weights_scale"] = float(scale)
+    if h.cfg.get("norm_topk_prob"):
+        kv["add_expert_weights_norm"] = True
+    if (mscale_all := h.rope.get("mscale_all_dim")) is not None:
+        kv["add_rope_scaling_yarn_log_mul"] = 0.1 * float(mscale_all)   # llama.cpp's legacy 0.1
+    # Sigmoid routers: DeepSeek-V3's; GLM-4.7-Flash's too, which llama.cpp's converter leaves
+    # unset (its loader then guesses sigmoid only for the real model's 47 layers and 154,880
+    # tokens): written here, so any file of the family routes as its model does.
+    if "add_expert_gating_func" not in kv and h.cfg.get("architectures") in (
+            ["DeepseekV3ForCausalLM"], ["Glm4MoeLiteForCausalLM"]):
+        kv["add_expert_gating_func"] = ExpertGatingFuncType.SIGMOID
+
+
+FAMILIES = [
+    Family(ArchSpec("deepseek2", moe=True, expert_weights_norm=None, expert_gating="file"),
+           ConvertSpec("deepseek2", deepseek2_keys, MOE_BLOCK, drop_extra_layers=True),
+           hf_classes=("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM",
+                       "Glm4MoeLiteForCausalLM")),      # GLM-4.7-Flash: written as deepseek2
+]

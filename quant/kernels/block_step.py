@@ -10,9 +10,11 @@ then costs one call. The C side runs the same kernels in the same order as the P
 bit-identical to it; tests/test_generate.py checks that on every architecture.
 
 The step is its own backend, "block" (available with the native library): GGUF_RUNTIME_KERNELS
-without "block" runs every op from Python. `bind_block` returns None where the step cannot
-take the block: a weight whose decode kernel is not native, biases on the FFN, non-float32 or
-non-CPU tensors; the decoder then runs its Python path.
+without "block" runs every op from Python. The step fails closed: `bind_block` binds only a
+block whose plan (gguf_runtime/block_plan.py) is one it implements, NATIVE_PLAN: every key
+known and every value listed (a new kind of norm, residual or attention is refused, not run
+wrongly), and returns None as well for a weight whose decode kernel is not native, biases on
+the FFN or the norms, non-float32 or non-CPU tensors; the decoder then runs its Python path.
 
 Legend: D model width, H/Hkv query/kv heads, Dk/Dv head dims, F FFN width, n_ctx cache length.
 """
@@ -37,6 +39,18 @@ if TYPE_CHECKING:                               # qlinear imports this package
 BACKEND = "block"
 QK_NORM_MODES = {None: 0, "head": 1, "whole": 2}
 GATED = tuple(a for a in native.ACT_CODES if a)      # the activations the native glu fuses
+# The block plans csrc/block_step.h implements: plan key -> the values it runs. The FFN half is
+# bound only for NATIVE_FFN; other FFN kinds take a step of attention only (the caller runs
+# the FFN). A plan with a key not listed here, or a value not listed, is refused.
+NATIVE_PLAN = {"norm": ("rms",), "pre_norm": (True,), "residual": ("sequential",), "attention": ("gqa",),
+               "qk_norm": tuple(QK_NORM_MODES), "ffn": ("gated", "gated_fused", "plain", "moe"),
+               "activation": ("silu", "gelu")}
+NATIVE_FFN = ("gated",)
+
+
+def plan_supported(plan: dict) -> bool:
+    """The native step implements `plan` (see NATIVE_PLAN): fail closed on anything unknown."""
+    return set(plan) == set(NATIVE_PLAN) and all(plan[k] in NATIVE_PLAN[k] for k in plan)
 
 register_backend(BACKEND, priority=5, available=lambda: native.load() is not None)
 
@@ -55,20 +69,21 @@ class GGRBlock(ctypes.Structure):
 
 @dataclass
 class BlockWeights:
-    """What one block's decode step reads. Norms are float32 vectors (None: no such norm)."""
+    """What one block's decode step reads. Norms are float32 vectors (None: no such norm, or
+    for attn_norm / ffn_norm a norm without weight)."""
 
+    plan: dict                                  # the block plan's as_dict() (see NATIVE_PLAN)
     qkv: QLinear | QLinearGroup                 # [Q | K | V] on the attention input
     attn_output: QLinear
-    gate_up: QLinearGroup | None                # (gate, up), or None: the caller runs the FFN
+    gate_up: QLinearGroup | None                # (gate, up) of a "gated" FFN
     down: QLinear | None
-    act: str | None                             # "silu" | "gelu" with gate_up
     attn_norm: torch.Tensor | None
     q_norm: torch.Tensor | None
     k_norm: torch.Tensor | None
-    qk_norm: str | None                         # "head" (of Dk) | "whole" (of H*Dk) | None
     post_attention_norm: torch.Tensor | None
     ffn_norm: torch.Tensor | None
     post_ffw_norm: torch.Tensor | None
+    biased_norms: bool = False                  # a norm has a bias (the step has none)
 
 
 @dataclass(frozen=True)
@@ -163,8 +178,9 @@ class BlockStep:
 
 def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
     """The bound step of one block, or None where it cannot run (see the module docstring)."""
-    if not _enabled():
+    if not _enabled() or not plan_supported(w.plan) or w.biased_norms:
         return None
+    qk_norm = w.plan["qk_norm"]
     qkv = [_matrix(l.weight) for l in _linears(w.qkv)]
     o = _matrix(w.attn_output.weight)
     n_qkv = s.n_head * s.dk + s.n_kv * (s.dk + s.dv)
@@ -172,14 +188,14 @@ def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
     if (None in qkv or o is None or len(qkv) not in (1, 3) or w.qkv.out_features != n_qkv
             or not _vector_ok(qkv_bias, n_qkv) or not _vector_ok(w.attn_output.bias, s.d)):
         return None
-    nq_norm = {"head": s.dk, "whole": s.n_head * s.dk}.get(w.qk_norm, 0)
-    nk_norm = {"head": s.dk, "whole": s.n_kv * s.dk}.get(w.qk_norm, 0)
+    nq_norm = {"head": s.dk, "whole": s.n_head * s.dk}.get(qk_norm, 0)
+    nk_norm = {"head": s.dk, "whole": s.n_kv * s.dk}.get(qk_norm, 0)
     norms = [(w.attn_norm, s.d), (w.q_norm, nq_norm), (w.k_norm, nk_norm), (w.post_attention_norm, s.d),
              (w.ffn_norm, s.d), (w.post_ffw_norm, s.d)]
-    if not all(_vector_ok(t, n) for t, n in norms) or (w.qk_norm and (w.q_norm is None or w.k_norm is None)):
+    if not all(_vector_ok(t, n) for t, n in norms) or (qk_norm and (w.q_norm is None or w.k_norm is None)):
         return None
     job = GGRBlock(d=s.d, n_head=s.n_head, n_kv=s.n_kv, dk=s.dk, dv=s.dv, n_rot=s.n_rot, window=s.window,
-                   neox=int(s.neox), qk_norm=QK_NORM_MODES[w.qk_norm], n_qkv=len(qkv), act=0,
+                   neox=int(s.neox), qk_norm=QK_NORM_MODES[qk_norm], n_qkv=len(qkv), act=0,
                    eps=s.eps, attn_scale=s.attn_scale, attn_cap=s.attn_cap, residual_scale=s.residual_scale,
                    attn_norm=_ptr(w.attn_norm), qkv_bias=_ptr(qkv_bias), q_norm=_ptr(w.q_norm),
                    k_norm=_ptr(w.k_norm), o_bias=_ptr(w.attn_output.bias),
@@ -192,7 +208,8 @@ def bind_block(w: BlockWeights, s: BlockShape) -> BlockStep | None:
 
 def _bind_ffn(job: GGRBlock, w: BlockWeights) -> bool:
     """Fill the FFN half of `job` when the block's FFN is a bias-free gated pair + down."""
-    if w.gate_up is None or w.down is None or w.act not in GATED:
+    act = w.plan["activation"]
+    if w.plan["ffn"] not in NATIVE_FFN or w.gate_up is None or w.down is None or act not in GATED:
         return False
     gate_up = [_matrix(l.weight) for l in w.gate_up.linears]
     down = _matrix(w.down.weight)
@@ -201,7 +218,7 @@ def _bind_ffn(job: GGRBlock, w: BlockWeights) -> bool:
             or w.down.bias is not None or gate_up[0].n != gate_up[1].n or w.down.in_features != gate_up[0].n):
         return False
     job.gate_up[0], job.gate_up[1], job.down = gate_up[0], gate_up[1], down
-    job.n_ff, job.act = gate_up[0].n, native.ACT_CODES[w.act]
+    job.n_ff, job.act = gate_up[0].n, native.ACT_CODES[act]
     job.ffn_norm, job.post_ffw_norm = _ptr(w.ffn_norm), _ptr(w.post_ffw_norm)
     return True
 

@@ -1,0 +1,54 @@
+"""The block plan: one block's topology, explicit, built at load from its family's ArchSpec
+and the tensors its file has, never guessed from shapes. Both engines obey it: the op-by-op
+decoder (transformer.py) runs every plan; the native one-call step (quant.kernels.block_step)
+accepts only the plans it implements and refuses the rest (fail closed), so a new family is
+correct the moment it loads and fast once the native step learns its plan.
+
+    norm       "rms" | "layer"          the block's norms (attn_norm, ffn_norm, post-norms)
+    pre_norm   True | False             norms before the sub-layers; False: post-norms only
+    residual   "sequential"             x += attn(norm(x)); x += ffn(ffn_norm(x))
+               "parallel"               x += attn(n) + ffn(n), n = attn_norm(x) (phi2, stablelm)
+    attention  "gqa" | "mla"            multi-/grouped-/multi-query | DeepSeek's latent attention
+    qk_norm    None | "head" | "whole"  Q/K RMSNorm per head of Dk | over the whole projection
+    ffn        "gated"                  down(act(gate(x)) * up(x))
+               "gated_fused"            the same with ffn_up = [gate; up] (phi3)
+               "plain"                  down(act(up(x))) (phi2, starcoder2)
+               "moe"                    routed experts (moe.py)
+    activation "silu" | "gelu"          gelu: the tanh approximation, as ggml_gelu
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import UnsupportedError
+from .models.spec import ArchSpec
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    norm: str
+    pre_norm: bool
+    residual: str
+    attention: str
+    qk_norm: str | None
+    ffn: str
+    activation: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+def plan_block(spec: ArchSpec, *, mla: bool, sparse: bool, has_ffn_norm: bool, has_qk_norm: bool,
+               where: str) -> BlockPlan:
+    """The plan of one block of a `spec.name` file. `where` names the file and block in the
+    error raised for a tensor the family's graph does not use (Q/K norms where it has none)."""
+    if has_qk_norm and spec.qk_norm is None:
+        raise UnsupportedError(f"{where}: attn_q_norm / attn_k_norm are present, but "
+                               f"{spec.name}'s graph has no Q/K norm (as llama.cpp's); not supported")
+    residual = spec.residual
+    if residual == "parallel_without_ffn_norm":
+        residual = "sequential" if has_ffn_norm else "parallel"
+    return BlockPlan(norm=spec.norm, pre_norm=spec.pre_norm, residual=residual, attention="mla" if mla else "gqa",
+                     qk_norm=spec.qk_norm if has_qk_norm else None,
+                     ffn="moe" if sparse else spec.ffn, activation=spec.activation)
