@@ -249,7 +249,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .serve.server import serve
 
     model = _load(args)       # --port is range-checked by its flag type
     name = model.path.name
@@ -268,7 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .bench import format_table, llama_cpp_available, run_bench, run_profile
-    from .bench_floor import bandwidth_floor
+    from .bench.floor import bandwidth_floor
     from .default_models import resolve_model
     from .gguf_file import open_gguf
 

@@ -37,5 +37,22 @@ class ModelInputError(GGUFError, ValueError):
     """Bad user input at run time: prompt too long, empty prompt, bad chat roles..."""
 
 
+class ConvertError(GGUFError):
+    """A Hugging Face folder that cannot be converted (base of the converter's errors)."""
+
+
+class SourceError(ConvertError, FileNotFoundError):
+    """A file the conversion needs is missing or unreadable (config, weights, a shard)."""
+
+
+class ShapeMismatchError(ConvertError, ValueError):
+    """A tensor's shape disagrees with what config.json implies."""
+
+
+class OutputExistsError(ConvertError, FileExistsError):
+    """The output file exists and `force` was not given."""
+
+
 __all__ = ["GGUFError", "GGUFFormatError", "UnsupportedError", "MissingKeyError",
-           "ModelInputError", "QuantError"]
+           "ModelInputError", "QuantError", "ConvertError", "SourceError", "ShapeMismatchError",
+           "OutputExistsError"]

@@ -25,8 +25,8 @@ from gguf import (GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GG
                   GGUFWriter)
 
 from .convert import Progress, check_output, quantize_rows, temporary_path
-from .convert_source import ConvertError
-from .convert_types import (FLOAT_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
+from .convert.source import ConvertError
+from .convert.tensor_types import (FLOAT_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
                             choose_types, fallback_notes, file_type, print_note)
 from .errors import MissingKeyError, QuantError, UnsupportedError
 from .gguf_file import GGUFFile, TensorInfo, open_gguf

@@ -25,15 +25,15 @@ from quant.kernels.block_step import BlockShape, BlockStep, BlockWeights, bind_b
 from quant.kernels.registry import DECODE_MAX_ROWS, env_spec
 from quant.qlinear import QLinear, QLinearGroup
 
+from .block_plan import BlockPlan, plan_block
 from .config import ModelConfig, RopeScaling
 from .errors import GGUFFormatError, UnsupportedError
 from .gguf_file import GGUFFile
 from .kv_cache import KVCache
-from .block_plan import BlockPlan, plan_block
 from .layers import Norm, Rope, RopeParams, activation, attention, causal_mask, gated_activation, per_row, softcap
 from .models.deepseek2 import MLA, build_mla, mla_attention_scale, mla_rope_scaling
-from .moe import MoE, build_moe, is_sparse
 from .models.spec import ArchSpec
+from .moe import MoE, build_moe, is_sparse
 from .tensors import BlockTensors, Tensors
 
 _NORMS = ("attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm",

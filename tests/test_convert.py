@@ -23,7 +23,7 @@ import gguf_runtime
 from gguf_runtime import convert as convert_module
 from gguf_runtime.convert import (OutputExistsError, ShapeMismatchError, SourceError,
                                   add_arguments, convert, main, run)
-from gguf_runtime.convert_source import HFSource
+from gguf_runtime.convert.source import HFSource
 from gguf_runtime.errors import GGUFError, UnsupportedError
 from gguf_runtime.gguf_file import open_gguf
 from gguf_runtime.tokenizer import Tokenizer
@@ -392,7 +392,7 @@ def test_bpe_tokenizer(tmp_path):
 
 
 def test_bpe_split_regex_tokenizer_is_qwen2(tmp_path):
-    from gguf_runtime.convert_vocab import _QWEN2_SPLIT
+    from gguf_runtime.convert.vocab import _QWEN2_SPLIT
 
     src = hf_folder(tmp_path, vocab_size=320)
     write_bpe_tokenizer(src, 320, split_regex=_QWEN2_SPLIT)

@@ -170,7 +170,7 @@ def test_missing_file_is_gguf_error(tmp_path):
 def test_decode_profile_splits_a_step_into_kernels_and_the_rest(smol):
     """`gguf-runtime bench --profile`'s numbers: the kernel share is part of the step."""
     from gguf_runtime.generate import prefill
-    from gguf_runtime.profiling import profile_decode
+    from gguf_runtime.bench.profiling import profile_decode
 
     with torch.inference_mode():
         cache = smol._new_cache(64)

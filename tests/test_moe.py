@@ -378,8 +378,8 @@ def test_expert_rows_not_whole_blocks(tmp_path, built):
 
 
 def test_bandwidth_floor_counts_routed_share_of_expert_stacks(built):
-    """bench_floor: dense tensors count whole, `*_exps` stacks count used/count of their bytes."""
-    from gguf_runtime.bench_floor import active_weight_bytes
+    """bench.floor: dense tensors count whole, `*_exps` stacks count used/count of their bytes."""
+    from gguf_runtime.bench.floor import active_weight_bytes
 
     gf = open_gguf(built("qwen3moe").files["Q4_K_M"])
     used, count = (gf.metadata[f"qwen3moe.expert_{k}"] for k in ("used_count", "count"))

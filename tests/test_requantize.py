@@ -15,7 +15,7 @@ from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 from gguf_runtime import cli
 from gguf_runtime.convert import convert
-from gguf_runtime.convert_source import OutputExistsError
+from gguf_runtime.convert.source import OutputExistsError
 from gguf_runtime.errors import UnsupportedError
 from gguf_runtime.gguf_file import open_gguf
 from gguf_runtime.requantize import requantize

@@ -26,7 +26,7 @@ import pytest
 
 import gguf_runtime
 from gguf_runtime.errors import ModelInputError
-from gguf_runtime.server import MAX_BODY, serve
+from gguf_runtime.serve.server import MAX_BODY, serve
 from tests.realmodels import smollm2_path
 from tests.test_cli import run_cli
 

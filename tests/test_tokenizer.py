@@ -16,7 +16,7 @@ import pytest
 from gguf_runtime import open_gguf
 from gguf_runtime.errors import GGUFError, MissingKeyError, UnsupportedError
 from gguf_runtime.tokenizer import Tokenizer, load_tokenizer
-from gguf_runtime.tokenizer_backends import BYTE_TO_UNICODE, clean_spaces
+from gguf_runtime.tokenizer.backends import BYTE_TO_UNICODE, clean_spaces
 from tests.realmodels import gemma3_path, smollm2_path
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -12,8 +12,9 @@ tests/tiny_moe.py once the converter's `detect_family` accepts them), saved with
       subprocess) converts the same folder to f16 and q8_0; every tensor (name, type, shape,
       sha256 of the bytes) and every metadata key is compared with our file's; each difference
       is reported with what it is (type, shape, how many values/blocks differ and by how much).
-      Where llama.cpp's model class reads only a BPE tokenizer.json with a known fingerprint,
-      its vocabulary step is swapped for its SentencePiece one (SHIM; marked "vocab_shim").
+      Where llama.cpp's model class reads only a BPE tokenizer.json with a known fingerprint
+      (or, stablelm without one, a Qwen tiktoken vocabulary), its vocabulary step is swapped
+      for its SentencePiece one (SHIM; marked "vocab_shim").
 Results go to tests/fixtures/interop_llamacpp.json (read by tests/test_interop.py, which needs
 neither llama.cpp nor this script) and a Markdown table on stdout (for BENCHMARKS.md).
 Needs llama-cpp-python (for (2)), transformers, sentencepiece and llama.cpp's source tree.
@@ -40,7 +41,7 @@ from gguf import GGUFReader, quants  # noqa: E402
 
 import gguf_runtime  # noqa: E402
 from gguf_runtime.convert import convert  # noqa: E402
-from gguf_runtime.convert_arch import HParams, detect_family  # noqa: E402
+from gguf_runtime.convert.arch import HParams, detect_family  # noqa: E402
 from gguf_runtime.errors import UnsupportedError  # noqa: E402
 from tests import tiny_models  # noqa: E402
 from tests.tiny_models import (VOCAB, gguf_metadata, gguf_tensor_table,  # noqa: E402
@@ -102,14 +103,14 @@ def save_folder(model: TinyModel, folder: Path) -> np.ndarray:
 # only a byte-level BPE tokenizer.json whose pre-tokenizer fingerprint is a known real model's,
 # which no tiny tokenizer can have. There the vocabulary step (only) is swapped for the SentencePiece one the
 # other classes use; tensors and hyperparameters are untouched. Marked in the results.
-SHIM_MARK = "interop-shim: _set_vocab_gpt2 / _set_vocab_glm -> _set_vocab_sentencepiece"
+SHIM_MARK = "interop-shim: _set_vocab_gpt2 / _set_vocab_glm / _set_vocab_qwen -> _set_vocab_sentencepiece"
 SHIM = f"""
 import runpy, sys
 from conversion.base import TextModel
 def _spm(self):
     print({SHIM_MARK!r}, file=sys.stderr)
     self._set_vocab_sentencepiece()
-TextModel._set_vocab_gpt2 = TextModel._set_vocab_glm = _spm
+TextModel._set_vocab_gpt2 = TextModel._set_vocab_glm = TextModel._set_vocab_qwen = _spm
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

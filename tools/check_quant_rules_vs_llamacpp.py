@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from gguf_runtime.convert import convert  # noqa: E402
-from gguf_runtime.convert_types import (FILE_TYPES, ModelInfo, TensorSpec,  # noqa: E402
+from gguf_runtime.convert.tensor_types import (FILE_TYPES, ModelInfo, TensorSpec,  # noqa: E402
                                         choose_types, file_type)
 from gguf_runtime.gguf_file import open_gguf  # noqa: E402
 from gguf_runtime.requantize import requantize  # noqa: E402

@@ -8,7 +8,7 @@ tests/test_moe.py::test_decode_step_touches_only_routed_experts); after it, the 
 experts handed out are summed (an expert's bytes are its rows' blocks, read once per step).
 Reported per decoded token: routed-expert bytes read, against all expert bytes in the file
 (expected about expert_used_count / expert_count), and the dense bytes every token reads
-(bench_floor.dense_weight_bytes: every other weight; the token embedding only when tied).
+(bench.floor.dense_weight_bytes: every other weight; the token embedding only when tied).
 Plus decode tok/s and the process's peak RSS (ru_maxrss: resident pages, the memory-mapped
 file's included). The model's GGUF is only
 memory-mapped, so run it inside a memory cgroup below the file size to see it still decode
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import gguf_runtime  # noqa: E402
-from gguf_runtime.bench_floor import dense_weight_bytes  # noqa: E402
+from gguf_runtime.bench.floor import dense_weight_bytes  # noqa: E402
 from gguf_runtime.generate import decode_one, prefill  # noqa: E402
 
 

@@ -1,9 +1,9 @@
 """The architecture families, one module each; every registry is built here from them.
 
 A module declares `FAMILIES = [Family(ArchSpec(...), ConvertSpec(...), hf_classes=...)]`
-(models/spec.py) and, only where its math truly differs, its own block pieces (deepseek2's
-latent attention). Adding a family is one module here (found by its `FAMILIES`); the runtime
-(registry.py), `inspect` and the converter (convert_arch.py) read the tables below.
+(models/spec.py; its hparams writer builds on models/hparams.py) and, only where its math
+truly differs, its own block pieces (deepseek2's latent attention). Adding a family is one module here (found by its `FAMILIES`); the runtime
+(registry.py), `inspect` and the converter (convert/arch.py) read the tables below.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from importlib import import_module
 
 from .spec import ArchSpec, ConvertSpec, Family
 
-# every module of this package but spec.py declares families
-FAMILY_MODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "spec"))
+# every module of this package but spec.py (the types) and hparams.py (config.json lookups
+# shared by the families' converter writers) declares families
+FAMILY_MODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in ("spec", "hparams")))
 
 
 def _families() -> dict[str, Family]:

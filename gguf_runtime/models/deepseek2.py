@@ -24,11 +24,11 @@ from gguf import ExpertGatingFuncType
 from quant.qlinear import ExpertStack, QLinear
 
 from ..config import ModelConfig, RopeScaling
-from ..convert_hparams import KV, HParams, base_keys
 from ..errors import GGUFFormatError
 from ..gguf_file import GGUFFile
 from ..layers import Rope, rms_norm
 from ..tensors import BlockTensors
+from .hparams import KV, HParams, base_keys
 from .spec import MOE_BLOCK, ArchSpec, ConvertSpec, Family
 
 

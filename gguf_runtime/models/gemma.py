@@ -7,8 +7,8 @@ Q/K norms and its own rope base for the sliding layers.
 
 from __future__ import annotations
 
-from ..convert_hparams import KV, HParams, base_keys
-from ..convert_source import ConvertError
+from ..errors import ConvertError
+from .hparams import KV, HParams, base_keys
 from .spec import PER_BLOCK, ArchSpec, ConvertSpec, Family
 
 # Gemma 2/3 norm both sides of each sub-layer; the HF "post_attention" norm is a real post-norm.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gguf import ExpertGatingFuncType
 
-from ..convert_hparams import KV, HParams, base_keys
+from .hparams import KV, HParams, base_keys
 from .spec import MOE_BLOCK, ArchSpec, ConvertSpec, Family
 
 # llama.cpp's tensor map resolves post_attention_layernorm to ATTN_POST_NORM for glm4moe (no

@@ -3,7 +3,7 @@ logits), read from the file; Granite-MoE's routed experts (and optional shared o
 
 from __future__ import annotations
 
-from ..convert_hparams import KV, HParams
+from .hparams import KV, HParams
 from .llama import llama_keys
 from .spec import MOE_BLOCK, PER_BLOCK, ArchSpec, ConvertSpec, Family
 

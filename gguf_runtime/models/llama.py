@@ -6,7 +6,7 @@ RoPE over adjacent pairs (so the converter permutes Hugging Face's half-rotated 
 
 from __future__ import annotations
 
-from ..convert_hparams import KV, HParams, base_keys
+from .hparams import KV, HParams, base_keys
 from .spec import MOE_BLOCK, ArchSpec, ConvertSpec, Family
 
 

@@ -6,8 +6,8 @@ a file is refused, and Olmo3ForCausalLM does not convert.
 
 from __future__ import annotations
 
-from ..convert_hparams import KV, HParams, base_keys
 from ..errors import UnsupportedError
+from .hparams import KV, HParams, base_keys
 from .spec import PER_BLOCK, ArchSpec, ConvertSpec, Family
 
 OLMO2_BLOCK = {**PER_BLOCK, "post_attention_layernorm": "post_attention_norm",

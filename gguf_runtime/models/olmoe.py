@@ -3,7 +3,7 @@ whole projection (H*Dk, before the split into heads), not per head."""
 
 from __future__ import annotations
 
-from ..convert_hparams import base_keys
+from .hparams import base_keys
 from .spec import MOE_BLOCK, ArchSpec, ConvertSpec, Family
 
 FAMILIES = [

@@ -10,9 +10,8 @@ model.final_layernorm.
 
 from __future__ import annotations
 
-from ..convert_hparams import KV, HParams
-from ..convert_source import ConvertError
-from ..errors import UnsupportedError
+from ..errors import ConvertError, UnsupportedError
+from .hparams import KV, HParams
 from .spec import PER_BLOCK, TOP_LEVEL, ArchSpec, ConvertSpec, Family
 
 
@@ -49,6 +48,7 @@ def phi2_keys(h: HParams, kv: KV) -> None:
               add_rope_dimension_count=int(rot * h.n_embd) // h.n_head)
     if (theta := float(h.global_rope.get("rope_theta", 10000.0))) != 10000.0:
         kv["add_rope_freq_base"] = theta
+    kv["add_add_bos_token"] = False          # as llama.cpp (a tokenizer_config.json may override)
 
 
 PHI2_BLOCK = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",

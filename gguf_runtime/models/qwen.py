@@ -5,8 +5,8 @@ shared expert gated by sigmoid(x . ffn_gate_inp_shexp) beside unnormalised top-k
 
 from __future__ import annotations
 
-from ..convert_hparams import KV, HParams, base_keys
 from ..errors import UnsupportedError
+from .hparams import KV, HParams, base_keys
 from .spec import MOE_BLOCK, PER_BLOCK, ArchSpec, ConvertSpec, Family
 
 

@@ -112,7 +112,7 @@ PER_BLOCK = {
     "mlp.down_proj": "ffn_down",
 }
 # Sparse (Mixture-of-Experts) blocks and DeepSeek's latent attention. Per-expert tensors
-# (`mlp.experts.{e}.*`) and fused ones split in two are convert_plan.py's.
+# (`mlp.experts.{e}.*`) and fused ones split in two are convert/plan.py's.
 MOE_BLOCK = {**PER_BLOCK,
              "mlp.gate": "ffn_gate_inp",                        # router: qwen, olmoe, deepseek
              "block_sparse_moe.gate": "ffn_gate_inp",           # mixtral

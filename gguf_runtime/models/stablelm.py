@@ -6,8 +6,8 @@ x + attn(n) + ffn(n)), sequential otherwise: llama.cpp decides by the tensor's p
 
 from __future__ import annotations
 
-from ..convert_hparams import KV, HParams
 from ..errors import UnsupportedError
+from .hparams import KV, HParams
 from .spec import PER_BLOCK, ArchSpec, ConvertSpec, Family
 
 

@@ -4,7 +4,7 @@ config's sliding window is not applied (llama.cpp's starcoder2 graph has none)."
 
 from __future__ import annotations
 
-from ..convert_hparams import base_keys
+from .hparams import base_keys
 from .spec import PER_BLOCK, ArchSpec, ConvertSpec, Family
 
 STARCODER2_BLOCK = {**PER_BLOCK, "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}

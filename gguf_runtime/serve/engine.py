@@ -26,10 +26,10 @@ import torch
 
 from quant.kernels import DECODE_MAX_ROWS
 
-from .errors import ModelInputError
-from .generate import prefill
-from .sampling import SamplingParams, make_generator, sample
-from .text_stream import TextStream
+from ..errors import ModelInputError
+from ..generate import prefill
+from ..sampling import SamplingParams, make_generator, sample
+from ..text_stream import TextStream
 
 PREFILL_CHUNK = 128      # a chunk of SmolLM2 / Gemma 3 270M takes ~0.2-0.3 s on 2 cores
 

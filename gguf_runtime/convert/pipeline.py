@@ -4,16 +4,17 @@
 
 The folder holds config.json, *.safetensors (one file, or shards with
 model.safetensors.index.json) and optionally tokenizer.model / tokenizer.json. Pipeline:
-  1. read config.json, pick the Family (convert_arch.py), read the tokenizer (convert_vocab.py);
+  1. read config.json, pick the family (arch.py; the families' facts: gguf_runtime/models/),
+     read the tokenizer (vocab.py);
   2. plan every tensor from the safetensors headers alone: GGUF name, shape (checked against
      config.json), output type; per-expert matrices become 3-D `ffn_*_exps` stacks and fused
-     tensors are split (convert_plan.py); write header, metadata and tensor infos;
+     tensors are split (plan.py); write header, metadata and tensor infos;
   3. stream the data: read one tensor (or one expert stack), apply the family's fixes,
      quantize, append, forget it.
 The file is written under a temporary name in the output folder and renamed at the end, so a
 failed conversion never leaves a half-written file under the final name.
 
-Output types follow llama.cpp (convert_types.py): 1-D tensors (norms, biases, rope_freqs) are
+Output types follow llama.cpp (tensor_types.py): 1-D tensors (norms, biases, rope_freqs) are
 always F32; 2-D weights take what `llama-quantize` would give them from an F16 file (Q4_K_M:
 Q6_K for output and some attn_v / ffn_down, fallbacks for rows not a multiple of 256, ...),
 quantized here from the float32 source with `quant.quantize` (llama.cpp's reference
@@ -38,15 +39,15 @@ from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGU
 
 import quant
 
-from .convert_arch import (Family, HParams, detect_family, expected_shape, hyperparameters,
+from ..errors import GGUFError, QuantError
+from .arch import (Family, HParams, detect_family, expected_shape, hyperparameters,
                            llama3_rope_freqs, transform)
-from .convert_plan import Recipe, plan_recipes, read_recipe, recipe_shape
-from .convert_source import (ConvertError, HFSource, OutputExistsError, ShapeMismatchError,
+from .plan import Recipe, plan_recipes, read_recipe, recipe_shape
+from .source import (ConvertError, HFSource, OutputExistsError, ShapeMismatchError,
                              SourceError)
-from .convert_types import (FILE_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
+from .tensor_types import (FILE_TYPES, TYPE_NAMES, FileType, ModelInfo, TensorSpec,
                             choose_types, fallback_notes, file_type, print_note)
-from .convert_vocab import Vocab, load_vocab
-from .errors import GGUFError, QuantError
+from .vocab import Vocab, load_vocab
 
 T = GGMLQuantizationType
 QUANTIZE_CHUNK = 1 << 22         # weights per quant.quantize call (16 MB of float32)
@@ -98,7 +99,7 @@ def convert(src_dir, out_path, out_type: str = "F16", force: bool = False,
         out_path: the .gguf file to write.
         out_type: a name of TYPE_NAMES: "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0",
             "Q5_1", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K" ("Q4_K" / "Q5_K": the _M
-            mixes, as llama-quantize). Per-tensor types follow llama.cpp (convert_types.py).
+            mixes, as llama-quantize). Per-tensor types follow llama.cpp (tensor_types.py).
         force: overwrite out_path if it exists.
         progress: show a progress bar on stderr.
         pure: as llama-quantize --pure: no per-tensor mix, every 2-D weight the base type.

@@ -3,7 +3,7 @@ tokenizer gives for `CHECK_TEXT` -> `tokenizer.ggml.pre` (with the model it was 
 
 Data from llama.cpp's convert_hf_to_gguf.py `get_vocab_base_pre` (generated there by
 convert_hf_to_gguf_update.py), limited to the pre-tokenizers this runtime implements
-(gguf_runtime/pretokenizers.py). When two entries share a hash, llama.cpp keeps the last.
+(gguf_runtime/tokenizer/pretokenizers.py). When two entries share a hash, llama.cpp keeps the last.
 """
 
 from __future__ import annotations

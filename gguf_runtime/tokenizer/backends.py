@@ -27,7 +27,7 @@ import struct
 import sentencepiece
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
-from .errors import UnsupportedError
+from ..errors import UnsupportedError
 from .pretokenizers import PreTokenizer, onig_pattern
 
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")

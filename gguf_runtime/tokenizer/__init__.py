@@ -3,14 +3,14 @@
 Encoding follows llama.cpp's `llama_vocab::impl::tokenize`: special tokens are cut out of the
 text first (`tokenizer_st_partition`: longest token text first; control tokens only with
 special=True, user-defined ones always), then each remaining piece goes to the model's merge
-engine (tokenizer_backends): 'llama' = SentencePiece merges by score with `<0xNN>` byte
+engine (backends.py): 'llama' = SentencePiece merges by score with `<0xNN>` byte
 fallback, a leading space before pieces that follow a special token (or start the text) when
 `add_space_prefix`; 'gpt2' = byte-level BPE after the `tokenizer.ggml.pre` regex splits;
 'gemma4' = SentencePiece-style BPE; 'bert' = WordPiece; 't5' = Unigram.
 Decoding is llama.cpp's `detokenize`: per-token pieces, the first token's leading space dropped
 when `add_space_prefix`, then the `clean_spaces` pass of some BPE pre-tokenizers.
 Token attributes, default ids and end-of-generation tokens follow `llama_vocab::impl::load`,
-including its guesses from token text (tokenizer_special).
+including its guesses from token text (special.py).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import GGUFFormatError, MissingKeyError, ModelInputError, UnsupportedError
-from .gguf_file import open_gguf
-from .pretokenizers import pre_tokenizer
-from .tokenizer_backends import (BpeBackend, SpmBackend, SpmBpeBackend, UgmBackend, WpmBackend,
+from ..errors import GGUFFormatError, MissingKeyError, ModelInputError, UnsupportedError
+from ..gguf_file import open_gguf
+from .backends import (BpeBackend, SpmBackend, SpmBpeBackend, UgmBackend, WpmBackend,
                                  clean_spaces, gpt2_decode)
-from .tokenizer_special import (BYTE, C_SPACE, CONTROL, K, LSTRIP, NORMAL, RSTRIP, SPECIAL,
+from .pretokenizers import pre_tokenizer
+from .special import (BYTE, C_SPACE, CONTROL, K, LSTRIP, NORMAL, RSTRIP, SPECIAL,
                                 TYPE_ATTR, UNKNOWN, UNUSED, USER_DEFINED, guess_roles, special_ids,
                                 strip_flags)
 
@@ -116,7 +116,7 @@ class Tokenizer:
         self._backend = self._make_backend(meta, scores, ids["unk"], pre, source)
 
     def _make_backend(self, meta: dict, scores: list[float], unk: int | None, pre, source: str):
-        """The merge engine of this vocabulary's model (tokenizer_backends)."""
+        """The merge engine of this vocabulary's model (backends.py)."""
         texts, attrs, model = self._texts, self._attrs, self.model
         if model == "llama":
             return SpmBackend(texts, scores, source, unk)

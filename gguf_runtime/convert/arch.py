@@ -6,7 +6,7 @@ Facts follow llama.cpp's convert_hf_to_gguf.py (conversion/base.py, llama.py, qw
 gemma.py, phi.py, granite.py, olmo.py, deepseek.py, glm.py): tensor names, llama's Q/K row permutation
 (Hugging Face rotates the two halves of a head, GGML's "norm" RoPE adjacent pairs), Gemma's
 RMSNorm weight stored as 1 + w, the llama3 `rope_freqs` tensor. Expert stacks and tensors
-split in two are planned in convert_plan.py; the `{arch}.*` keys are convert_hparams.py's.
+split in two are planned in plan.py; the `{arch}.*` keys are the family modules' writers'.
 
 Legend: V vocabulary, D hidden size, H/Hkv query/kv heads, Dk head dim, F feed-forward width,
 E experts, Fe / Fs routed / shared expert width, N/P no-rope/rope query widths (MLA),
@@ -19,10 +19,10 @@ import math
 import re
 import torch
 
-from .convert_hparams import KV, HParams
-from .errors import UnsupportedError
-from .models import CONVERTERS, HF_ARCHITECTURES
-from .models.spec import ConvertSpec
+from ..errors import UnsupportedError
+from ..models import CONVERTERS, HF_ARCHITECTURES
+from ..models.hparams import KV, HParams
+from ..models.spec import ConvertSpec
 
 __all__ = ["Family", "FAMILIES", "HF_ARCHITECTURES", "HParams", "detect_family",
            "hyperparameters", "gguf_name", "expected_shape", "transform", "permute",

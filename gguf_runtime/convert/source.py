@@ -2,7 +2,8 @@
 
 Tensors are found through `model.safetensors.index.json` (sharded) or by listing every
 `*.safetensors` file; only headers are read until `read(name)` asks for one tensor's bytes.
-The converter's errors live here too, all in the runtime's `GGUFError` family.
+The converter's errors (defined in errors.py, in the runtime's `GGUFError` family) are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -14,26 +15,12 @@ from typing import BinaryIO
 
 import torch
 
-from .errors import GGUFError
+from ..errors import ConvertError, OutputExistsError, ShapeMismatchError, SourceError
+
+__all__ = ["ConvertError", "SourceError", "ShapeMismatchError", "OutputExistsError", "HFSource"]
 
 INDEX_FILE = "model.safetensors.index.json"
 READ_CHUNK_BYTES = 1 << 24       # bytes read and widened to float32 at a time
-
-
-class ConvertError(GGUFError):
-    """A Hugging Face folder that cannot be converted (base of the converter's errors)."""
-
-
-class SourceError(ConvertError, FileNotFoundError):
-    """A file the conversion needs is missing or unreadable (config, weights, a shard)."""
-
-
-class ShapeMismatchError(ConvertError, ValueError):
-    """A tensor's shape disagrees with what config.json implies."""
-
-
-class OutputExistsError(ConvertError, FileExistsError):
-    """The output file exists and `force` was not given."""
 
 
 class HFSource:

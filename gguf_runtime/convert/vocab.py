@@ -6,7 +6,7 @@
   special-looking) (`_create_vocab_sentencepiece`).
 - else tokenizer.json (byte-level BPE) -> model "gpt2": tokens by id, padded the same way,
   added tokens control or user-defined, merges, and `pre` found as llama.cpp finds it: the
-  sha256 of the ids the tokenizer gives for a fixed text (convert_prehash.py). A tokenizer whose
+  sha256 of the ids the tokenizer gives for a fixed text (prehash.py). A tokenizer whose
   hash is unknown but whose pre-tokenizer is exactly one of the plain known splits (GPT-2 byte
   level, Llama 3, Qwen 2) is recognised by that split, where llama.cpp would stop.
 - neither -> no tokenizer keys (the runtime then works on token ids only).
@@ -23,10 +23,10 @@ from pathlib import Path
 
 from gguf import GGUFWriter, SpecialVocab, TokenType
 
-from .convert_arch import HParams
-from .convert_prehash import CHECK_TEXT, PRE_BY_HASH
-from .convert_source import SourceError
-from .errors import UnsupportedError
+from ..errors import UnsupportedError
+from .arch import HParams
+from .prehash import CHECK_TEXT, PRE_BY_HASH
+from .source import SourceError
 
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")

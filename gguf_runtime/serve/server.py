@@ -34,8 +34,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..errors import GGUFError, ModelInputError
 from .engine import Engine, Event, QueueFull
-from .errors import GGUFError, ModelInputError
 from .openai_api import (RequestError, Reply, Settings, chat_messages, chat_top_logprobs, check_model,
                          check_unsupported, completion_top_logprobs, head, parse_json, prompt_ids,
                          requests_for, usage)

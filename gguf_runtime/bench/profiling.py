@@ -17,9 +17,9 @@ import torch
 
 from quant.kernels import native
 
-from .generate import decode_one
-from .kv_cache import KVCache
-from .transformer import Transformer
+from ..generate import decode_one
+from ..kv_cache import KVCache
+from ..transformer import Transformer
 
 TOP_OPS = 8
 

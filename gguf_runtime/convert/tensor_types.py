@@ -31,7 +31,7 @@ from typing import Iterable
 from gguf import GGML_QUANT_SIZES, LlamaFileType
 from gguf import GGMLQuantizationType as T
 
-from .errors import UnsupportedError
+from ..errors import UnsupportedError
 
 FLOAT_TYPES = (T.F32, T.F16, T.BF16)
 L = LlamaFileType

@@ -133,10 +133,10 @@ def _llama_last_logits(llm):
 
 
 def _worker_profile(path: str, threads: int, n_prompt: int, n_decode: int) -> dict:
-    """gguf-runtime's decode-step profile (gguf_runtime.profiling) after an n_prompt prefill."""
+    """gguf-runtime's decode-step profile (gguf_runtime.bench.profiling) after an n_prompt prefill."""
     import torch
 
-    from gguf_runtime.profiling import profile_decode
+    from gguf_runtime.bench.profiling import profile_decode
 
     with torch.inference_mode():
         model, cache, logits, _, _ = _ours_after_prefill(path, threads, n_prompt,
@@ -202,7 +202,7 @@ def run_bench(path: str, threads: int = 2, n_prompt: int = 512, n_decode: int = 
 
 
 def format_table(path: str, threads: int, results: list[BenchResult], floor=None) -> str:
-    """The side-by-side table; `floor` (bench_floor.Floor) adds the bandwidth-floor line."""
+    """The side-by-side table; `floor` (bench.floor.Floor) adds the bandwidth-floor line."""
     rows = [f"model: {os.path.basename(path)}   threads: {threads}",
             f"{'engine':14s} {'load s':>8s} {'prefill tok/s':>14s} {'decode tok/s':>13s} "
             f"{'peak RSS MiB':>13s}"]

@@ -14,8 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ..sampling import SamplingParams
 from .engine import Event, Request, TokenInfo
-from .sampling import SamplingParams
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}     # ours -> OpenAI's finish_reason
 MAX_TOP_LOGPROBS = 20

@@ -1,14 +1,15 @@
 """config.json -> the `{arch}.*` hyperparameter keys llama.cpp's convert_hf_to_gguf.py writes.
 
 `HParams` is config.json with llama.cpp's lookups (`find_hparam`, `text_config` merged, rope
-parameters normalised); each writer fills `kv` (GGUFWriter method name -> value) for one
-family, so a family can override a key its base wrote. Facts follow llama.cpp's
+parameters normalised); `base_keys` is llama.cpp's TextModel base. Each family module's writer
+fills `kv` (GGUFWriter method name -> value) on top of it, so a family can override a key its
+base wrote. Facts follow llama.cpp's
 conversion/base.py (TextModel.set_gguf_parameters, including the expert keys every model
 with them gets), llama.py, qwen.py, gemma.py, phi.py, granite.py, olmo.py, deepseek.py, glm.py.
 
 Where Hugging Face says more than llama.cpp's converter writes, the runtime (and llama.cpp's
 runtime) needs it and the value is the model's own, a key is added: `vocab_size` for every
-family (written in convert.py), `attention.scale` for Gemma 2/3 when query_pre_attn_scalar is
+family (written in convert/pipeline.py), `attention.scale` for Gemma 2/3 when query_pre_attn_scalar is
 not the head dim, a per-layer `attention.sliding_window_pattern` when `layer_types` is not the
 family's default period, Gemma 1/2's rope bases, DeepSeek's `attention.q_lora_rank` = 0
 without a query LoRA and sigmoid gating for DeepseekV3ForCausalLM configs that do not name
@@ -23,8 +24,7 @@ from typing import Any
 
 from gguf import ExpertGatingFuncType, RopeScalingType
 
-from .convert_source import ConvertError
-from .errors import UnsupportedError
+from ..errors import ConvertError, UnsupportedError
 
 _REQUIRED = object()
 

@@ -29,8 +29,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .convert_arch import Family, HParams, gguf_name
-from .convert_source import ConvertError, HFSource, ShapeMismatchError
+from .arch import Family, HParams, gguf_name
+from .source import ConvertError, HFSource, ShapeMismatchError
 
 Part = Callable[[torch.Tensor, HParams], torch.Tensor]
 
