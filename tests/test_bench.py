@@ -55,3 +55,19 @@ def test_on_amx_llama_cpp_runs_without_repacking_from_the_start(monkeypatch):
     monkeypatch.setattr(bench, "_run_worker", lambda engine, *a, **k: (seen.append(a[-1]) or result(engine), None))
     bench.run_bench("model.gguf")
     assert seen == [True, True]
+
+
+def test_an_engine_runs_in_its_own_process():
+    """What run_bench starts per engine: `python -m gguf_runtime.bench --worker ...` prints one
+    JSON line of results (a missing __main__ once made every engine 'failed')."""
+    import json
+    import subprocess
+
+    from tests.realmodels import smollm2_path
+
+    path = smollm2_path()
+    r = subprocess.run([sys.executable, "-m", "gguf_runtime.bench", "--worker", "gguf-runtime", str(path),
+                        "1", "8", "4"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["engine"] == "gguf-runtime" and res["decode_tok_s"] > 0

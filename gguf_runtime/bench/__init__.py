@@ -150,7 +150,7 @@ WORKERS = {"gguf-runtime": _worker_ours, "llama.cpp": _worker_llama, "profile": 
 def _run_worker(engine: str, path: str, threads: int, n_prompt: int, n_decode: int,
                 no_repack: bool = False):
     """(result, None) or (None, (error line, return code)) of one worker process."""
-    cmd = [sys.executable, "-m", "gguf_runtime.bench", "--worker", engine, path,
+    cmd = [sys.executable, "-m", "gguf_runtime.bench", "--worker", engine, path,   # __main__.py
            str(threads), str(n_prompt), str(n_decode)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if no_repack:
@@ -232,6 +232,3 @@ def _worker_main(argv: list[str]) -> None:
     res = WORKERS[engine](path, int(threads), int(n_prompt), int(n_decode))
     print(json.dumps(res if isinstance(res, dict) else asdict(res)))
 
-
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--worker":
-    _worker_main(sys.argv[2:])
