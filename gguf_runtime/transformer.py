@@ -110,6 +110,8 @@ class Transformer:
         if self.spec.ffn_norm != "ffn_norm":        # glm4moe: the FFN norm has another name
             b.ffn_norm = getattr(b, self.spec.ffn_norm)
             setattr(b, self.spec.ffn_norm, None)
+        if self.spec.attn_norm_2 and (attn_norm_2 := self._norm(t, "attn_norm_2", d)) is not None:
+            b.ffn_norm, b.attn_norm = b.attn_norm, attn_norm_2       # Falcon 40B: ln_mlp, ln_attn
         qk = {"head": (dk, dk), "whole": (h * dk, kv * dk)}.get(self.spec.qk_norm, ([dk, h * dk], [dk, kv * dk]))
         b.attn_q_norm = self._norm(t, "attn_q_norm", qk[0], rms=True)
         b.attn_k_norm = self._norm(t, "attn_k_norm", qk[1], rms=True)
@@ -278,13 +280,14 @@ class Transformer:
 
     def _residuals(self, b: Block, x: torch.Tensor, attend) -> torch.Tensor:
         """The block by its plan's residual: sequential x + attn(norm(x)), then _ffn_residual;
-        parallel x + (attn(n) + ffn(n)), n = attn_norm(x) (llama.cpp's phi2 order)."""
+        parallel x + (attn(n) + ffn(m)), n = attn_norm(x), m = ffn_norm(x) where the block has
+        its own FFN norm (Falcon 40B), else n (llama.cpp's phi2 / falcon order)."""
         n = b.attn_norm(x) if b.attn_norm is not None else x
         h = attend(n)
         if b.post_attention_norm is not None:
             h = b.post_attention_norm(h)
         if b.plan.residual == "parallel":
-            return x + (h + self._ffn_out(b, n))
+            return x + (h + self._ffn_out(b, b.ffn_norm(x) if b.ffn_norm is not None else n))
         return self._ffn_residual(b, x + self._scaled(h))
 
     def _scaled(self, h: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ FIXTURE_NPZ = FIXTURES / "precision_llamacpp.npz"
 # 24 ids: more than DECODE_MAX_ROWS, so a prompt takes the prefill kernels (and bf16 when named)
 IDS = torch.randint(3, 256, (24,), generator=torch.Generator().manual_seed(7)).tolist()
 DENSE = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "granite", "phi2", "stablelm",
-         "stablelm-parallel", "starcoder2", "olmo2")
+         "stablelm-parallel", "starcoder2", "olmo2", "falcon")
 EXACT = "native,reference"
 BF16 = "bf16,q8k,native,block,reference"
 Q8K = "q8k,native,block,reference"
@@ -44,7 +44,10 @@ def build(name: str) -> torch.nn.Module:
     if name in tiny_moe.CASES:
         return tiny_moe.CASES[name].build()
     case = tiny_models.CASES[name]
-    return case.build(0, **(tiny_models.WIDE_GEMMA if name.startswith("gemma") else tiny_models.WIDE))
+    wide = tiny_models.WIDE_GEMMA if name.startswith("gemma") else tiny_models.WIDE
+    if name.startswith("falcon"):           # FalconConfig derives head_dim (read-only)
+        wide = {k: v for k, v in wide.items() if k != "head_dim"}
+    return case.build(0, **wide)
 
 
 def convert_case(name: str, folder: Path, out_type: str) -> Path:

@@ -129,6 +129,15 @@ CASES: dict[str, TinyCase] = {c.name: c for c in [
         use_parallel_residual=True, partial_rotary_factor=0.25)),
     TinyCase("starcoder2", "starcoder2", "Starcoder2Config", "Starcoder2ForCausalLM", dict(
         sliding_window=None, hidden_act="gelu_pytorch_tanh", use_bias=True)),
+    # Falcon 40B's layout: two norms (ln_attn, ln_mlp), grouped QKV rows reordered; GELU with
+    # tanh as llama.cpp runs falcon's (transformers' default is the erf form)
+    TinyCase("falcon", "falcon", "FalconConfig", "FalconForCausalLM", dict(
+        new_decoder_architecture=True, num_kv_heads=KV_HEADS, ffn_hidden_size=2 * HIDDEN,
+        activation="gelu_pytorch_tanh", layer_norm_epsilon=1e-5)),
+    # Falcon 7B's: one norm, multi-query attention
+    TinyCase("falcon-7b", "falcon", "FalconConfig", "FalconForCausalLM", dict(
+        new_decoder_architecture=False, multi_query=True, ffn_hidden_size=2 * HIDDEN,
+        activation="gelu_pytorch_tanh", layer_norm_epsilon=1e-5)),
     # post-norms only, Q/K norms over the whole projection
     TinyCase("olmo2", "olmo2", "Olmo2Config", "Olmo2ForCausalLM"),
     # Granite's four multipliers, each off 1 so a dropped one shows.

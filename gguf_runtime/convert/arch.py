@@ -31,7 +31,14 @@ __all__ = ["Family", "FAMILIES", "HF_ARCHITECTURES", "HParams", "detect_family",
 # Whole block-relative names whose last part is not .weight / .bias.
 BLOCK_EXACT = {"mlp.gate.e_score_correction_bias": "exp_probs_b.bias",     # DeepSeek-V3
                "mlp.experts.down_proj": "ffn_down_exps.weight"}            # fused (E, D, Fe)
-_BLOCK_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
+_BLOCK_RES: dict[str, re.Pattern] = {}
+
+
+def _block_re(family: ConvertSpec) -> re.Pattern:
+    """HF names of a block's tensors: {block_prefix}.{i}.{rest}."""
+    if family.block_prefix not in _BLOCK_RES:
+        _BLOCK_RES[family.block_prefix] = re.compile(re.escape(family.block_prefix) + r"\.(\d+)\.(.+)")
+    return _BLOCK_RES[family.block_prefix]
 _SKIPPED = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 
 # The families' converter facts (declared in gguf_runtime/models/, one module per family).
@@ -47,6 +54,8 @@ def detect_family(h: HParams) -> Family:
         raise UnsupportedError(f"{h.source}: architecture {name!r} is not supported; supported: "
                                f"{', '.join(HF_ARCHITECTURES)}")
     family = FAMILIES[HF_ARCHITECTURES[name]]
+    if family.config_fix is not None:
+        h.__init__(family.config_fix(h.cfg), h.source)      # the family's keys -> standard ones
     kind = str(h.global_rope.get("rope_type", "")).lower()
     if kind == "llama3" and family.arch != "llama":
         raise UnsupportedError(f"{h.source}: llama3 rope scaling is supported for llama only")
@@ -79,12 +88,12 @@ def gguf_name(family: Family, h: HParams, hf_name: str) -> str | None:
         return None                                          # tied: the runtime reuses token_embd
     if stem in family.top_names:
         return f"{family.top_names[stem]}.{suffix}"
-    m = _BLOCK_RE.fullmatch(hf_name)
+    m = _block_re(family).fullmatch(hf_name)
     if m and int(m[1]) >= h.n_layer and family.drop_extra_layers:
         return None                                          # multi-token prediction layers
     if m and int(m[1]) < h.n_layer and m[2] in BLOCK_EXACT:
         return f"blk.{m[1]}.{BLOCK_EXACT[m[2]]}"
-    m = _BLOCK_RE.fullmatch(stem)
+    m = _block_re(family).fullmatch(stem)
     if m and m[2] in family.block_names and int(m[1]) < h.n_layer:
         return f"blk.{m[1]}.{family.block_names[m[2]]}.{suffix}"
     raise UnsupportedError(f"{h.source}: tensor {hf_name!r} has no GGUF name for "
@@ -138,6 +147,8 @@ def transform(family: Family, h: HParams, name: str, t: torch.Tensor) -> torch.T
         t = permute(t, h.n_kv)
     if family.norm_shift and name.endswith("norm.weight"):
         t = t + family.norm_shift
+    if family.tensor_fix is not None:
+        t = family.tensor_fix(name, t, h)
     return t
 
 

@@ -43,6 +43,9 @@ class ArchSpec:
     # The tensor that norms the FFN's input. GLM-4.5's HF "post_attention_layernorm" is stored
     # as post_attention_norm but is the pre-FFN norm (llama.cpp's glm4-moe graph), no post-norm.
     ffn_norm: str = "ffn_norm"
+    # falcon: a file's attn_norm_2 norms the attention input and attn_norm the FFN's (Falcon
+    # 40B/180B's ln_attn / ln_mlp); without attn_norm_2 one norm feeds both (Falcon 7B).
+    attn_norm_2: bool = False
     # Block topology (see block_plan.py). "parallel_without_ffn_norm": parallel where the file
     # has no ffn_norm (stablelm: llama.cpp decides by the tensor's presence).
     norm: str = "rms"
@@ -76,6 +79,11 @@ class ConvertSpec:
     drop_extra_layers: bool = False   # deepseek, glm4moe: layers past num_hidden_layers (MTP)
                                       # dropped (glm4moe: as llama.cpp's --no-mtp)
     plain_ffn: bool = False           # up / down only (no gate): expected shapes
+    block_prefix: str = "model.layers"    # HF names of block i: "{block_prefix}.{i}.*"
+    # config.json rewritten into the standard keys before anything reads it (falcon's names)
+    config_fix: Callable[[dict], dict] | None = None
+    # a tensor's data changed after the rename (falcon's grouped QKV rows reordered)
+    tensor_fix: Callable[[str, Any, Any], Any] | None = None
 
 
 @dataclass(frozen=True)
