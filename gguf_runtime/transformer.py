@@ -138,7 +138,8 @@ class Transformer:
         if b.plan.ffn == "moe":
             b.moe = build_moe(self.gf, i, c, self.spec)
         else:
-            self._dense_ffn(t, b, d, c.feed_forward_length[i] or None)
+            f = c.feed_forward_length[i] // (2 if self.spec.ffn_length_halved else 1)
+            self._dense_ffn(t, b, d, f or None)
         qkv_missing = b.mla is None and b.attn_qkv is None and None in (b.attn_q, b.attn_k, b.attn_v)
         if qkv_missing or b.attn_output is None or (b.moe is None and (b.ffn_up is None or b.ffn_down is None)):
             raise GGUFFormatError(f"{self.gf.path}: block {i} lacks attention or FFN tensors (it needs "

@@ -1,6 +1,9 @@
-"""Qwen 2 / 3 and their Mixture-of-Experts versions: llama blocks with RoPE over halves (neox),
-Qwen 2's Q/K/V biases (read from the file), Qwen 3's per-head Q/K RMSNorm, and (qwen2moe) a
-shared expert gated by sigmoid(x . ffn_gate_inp_shexp) beside unnormalised top-k experts.
+"""Qwen 1 / 2 / 3 and their Mixture-of-Experts versions: llama blocks with RoPE over halves
+(neox), Qwen 2's Q/K/V biases (read from the file), Qwen 3's per-head Q/K RMSNorm, and
+(qwen2moe) a shared expert gated by sigmoid(x . ffn_gate_inp_shexp) beside unnormalised top-k
+experts. Qwen 1 (`qwen`): fused, biased attn_qkv, and a feed_forward_length twice the FFN's
+width (as llama.cpp's QwenModel writes it); it runs from files (its Hugging Face model is
+remote code, which the converter does not read).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def qwen_moe_keys(h: HParams, kv: KV) -> None:
 
 
 FAMILIES = [
+    Family(ArchSpec("qwen", rope_style="neox", ffn_length_halved=True)),
     Family(ArchSpec("qwen2", rope_style="neox"), ConvertSpec("qwen2", base_keys, PER_BLOCK),
            hf_classes=("Qwen2ForCausalLM",)),
     Family(ArchSpec("qwen3", rope_style="neox", qk_norm="head"), ConvertSpec("qwen3", base_keys, PER_BLOCK),

@@ -46,6 +46,9 @@ class ArchSpec:
     # falcon: a file's attn_norm_2 norms the attention input and attn_norm the FFN's (Falcon
     # 40B/180B's ln_attn / ln_mlp); without attn_norm_2 one norm feeds both (Falcon 7B).
     attn_norm_2: bool = False
+    # qwen (Qwen 1): the file's feed_forward_length is twice the FFN's width (llama.cpp's qwen
+    # reads n_ff / 2 for ffn_gate / ffn_up / ffn_down)
+    ffn_length_halved: bool = False
     # Block topology (see block_plan.py). "parallel_without_ffn_norm": parallel where the file
     # has no ffn_norm (stablelm: llama.cpp decides by the tensor's presence).
     norm: str = "rms"
