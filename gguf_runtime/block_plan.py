@@ -1,4 +1,4 @@
-"""The block plan: one block's topology, explicit, built at load from its family's ArchSpec
+"""A block's weights (Block) and its plan: the block's topology, explicit, built at load from its family's ArchSpec
 and the tensors its file has, never guessed from shapes. Both engines obey it: the op-by-op
 decoder (transformer.py) runs every plan; the native one-call step (quant.kernels.block_step)
 accepts only the plans it implements and refuses the rest (fail closed), so a new family is
@@ -19,10 +19,20 @@ correct the moment it loads and fast once the native step learns its plan.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from dataclasses import asdict, dataclass, field
+
+
+from quant.qlinear import QLinear, QLinearGroup
 
 from .errors import UnsupportedError
+from .layers import Norm, Rope
 from .models.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from .models.deepseek2 import MLA
+    from .moe import MoE
 
 
 @dataclass(frozen=True)
@@ -52,3 +62,30 @@ def plan_block(spec: ArchSpec, *, mla: bool, sparse: bool, has_ffn_norm: bool, h
     return BlockPlan(norm=spec.norm, pre_norm=spec.pre_norm, residual=residual, attention="mla" if mla else "gqa",
                      qk_norm=spec.qk_norm if has_qk_norm else None,
                      ffn="moe" if sparse else spec.ffn, activation=spec.activation)
+
+
+@dataclass
+class Block:
+    """One transformer block's weights, named as in the GGUF file (None when absent)."""
+
+    index: int
+    plan: BlockPlan | None = None
+    attn_norm: Norm | None = None
+    attn_q: QLinear | None = None
+    attn_k: QLinear | None = None
+    attn_v: QLinear | None = None
+    attn_qkv: QLinear | QLinearGroup | None = None   # file's fused QKV, or Q, K, V grouped
+    attn_output: QLinear | None = None
+    attn_q_norm: Norm | None = None
+    attn_k_norm: Norm | None = None
+    post_attention_norm: Norm | None = None
+    ffn_norm: Norm | None = None
+    ffn_gate: QLinear | None = None
+    ffn_up: QLinear | None = None
+    ffn_down: QLinear | None = None
+    post_ffw_norm: Norm | None = None
+    ffn_gate_up: QLinearGroup | None = None   # ffn_gate and ffn_up as one call (built, not read)
+    moe: MoE | None = None             # sparse FFN (ffn_gate_inp, ffn_*_exps, ffn_*_shexp)
+    mla: MLA | None = None             # latent attention (attn_q_a, attn_kv_a_mqa, attn_k_b, ...)
+    rope: Rope | None = field(default=None, repr=False)
+    window: int = 0

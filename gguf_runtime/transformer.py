@@ -16,55 +16,26 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
 
 import torch
 
-from quant import QTensor
 from quant.kernels.block_step import BlockShape, BlockStep, BlockWeights, bind_block
 from quant.kernels.registry import DECODE_MAX_ROWS, env_spec
 from quant.qlinear import QLinear, QLinearGroup
 
-from .block_plan import BlockPlan, plan_block
+from .block_plan import Block, plan_block
 from .config import ModelConfig, RopeScaling
 from .errors import GGUFFormatError, UnsupportedError
 from .gguf_file import GGUFFile
 from .kv_cache import KVCache
 from .layers import Norm, Rope, RopeParams, activation, attention, causal_mask, gated_activation, per_row, softcap
-from .models.deepseek2 import MLA, build_mla, mla_attention_scale, mla_rope_scaling
+from .models.deepseek2 import build_mla, mla_attention_scale, mla_rope_scaling
 from .models.spec import ArchSpec
-from .moe import MoE, build_moe, is_sparse
+from .moe import build_moe, is_sparse
 from .tensors import BlockTensors, Tensors
 
 _NORMS = ("attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm",
           "ffn_norm", "post_ffw_norm")
-
-
-@dataclass
-class Block:
-    """One transformer block's weights, named as in the GGUF file (None when absent)."""
-
-    index: int
-    plan: BlockPlan | None = None
-    attn_norm: Norm | None = None
-    attn_q: QLinear | None = None
-    attn_k: QLinear | None = None
-    attn_v: QLinear | None = None
-    attn_qkv: QLinear | QLinearGroup | None = None   # file's fused QKV, or Q, K, V grouped
-    attn_output: QLinear | None = None
-    attn_q_norm: Norm | None = None
-    attn_k_norm: Norm | None = None
-    post_attention_norm: Norm | None = None
-    ffn_norm: Norm | None = None
-    ffn_gate: QLinear | None = None
-    ffn_up: QLinear | None = None
-    ffn_down: QLinear | None = None
-    post_ffw_norm: Norm | None = None
-    ffn_gate_up: QLinearGroup | None = None   # ffn_gate and ffn_up as one call (built, not read)
-    moe: MoE | None = None             # sparse FFN (ffn_gate_inp, ffn_*_exps, ffn_*_shexp)
-    mla: MLA | None = None             # latent attention (attn_q_a, attn_kv_a_mqa, attn_k_b, ...)
-    rope: Rope | None = field(default=None, repr=False)
-    window: int = 0
 
 
 class Transformer:
@@ -105,16 +76,7 @@ class Transformer:
         dv = (c.value_length_mla or c.value_length) if c.kv_lora_rank > 0 else c.value_length
         t = BlockTensors(self.gf, i, f"{c.architecture} block {i}: width {d}, {h} heads of "
                                      f"{dk} / {dv} over {kv} kv heads")
-        for name in _NORMS[:1] + _NORMS[3:]:
-            setattr(b, name, self._norm(t, name, d))
-        if self.spec.ffn_norm != "ffn_norm":        # glm4moe: the FFN norm has another name
-            b.ffn_norm = getattr(b, self.spec.ffn_norm)
-            setattr(b, self.spec.ffn_norm, None)
-        if self.spec.attn_norm_2 and (attn_norm_2 := self._norm(t, "attn_norm_2", d)) is not None:
-            b.ffn_norm, b.attn_norm = b.attn_norm, attn_norm_2       # Falcon 40B: ln_mlp, ln_attn
-        qk = {"head": (dk, dk), "whole": (h * dk, kv * dk)}.get(self.spec.qk_norm, ([dk, h * dk], [dk, kv * dk]))
-        b.attn_q_norm = self._norm(t, "attn_q_norm", qk[0], rms=True)
-        b.attn_k_norm = self._norm(t, "attn_k_norm", qk[1], rms=True)
+        self._load_norms(t, b, d, dk * h, dk * kv)
         if c.kv_lora_rank > 0:
             b.mla = build_mla(self.gf, i, c)
         else:
@@ -126,15 +88,7 @@ class Transformer:
         b.plan = plan_block(self.spec, mla=c.kv_lora_rank > 0, sparse=is_sparse(c, i),
                             has_ffn_norm=b.ffn_norm is not None, has_qk_norm=b.attn_q_norm is not None,
                             where=f"{self.gf.path}: block {i}")
-        # A missing input norm normalises without a weight; without pre-norms (olmo2) there is
-        # none: a file that has them is refused. Post-norms are optional.
-        if not b.plan.pre_norm and (b.attn_norm or b.ffn_norm):
-            raise GGUFFormatError(f"{self.gf.path}: block {i} has attn_norm / ffn_norm, which "
-                                  f"{c.architecture}'s graph (post-norms only) does not use")
-        if b.plan.pre_norm:
-            b.attn_norm = b.attn_norm or Norm(self.spec.norm, None, None, c.norm_epsilon)
-        if b.plan.pre_norm and b.plan.residual == "sequential":
-            b.ffn_norm = b.ffn_norm or Norm(self.spec.norm, None, None, c.norm_epsilon)
+        self._input_norms(b)
         if b.plan.ffn == "moe":
             b.moe = build_moe(self.gf, i, c, self.spec)
         else:
@@ -155,6 +109,33 @@ class Transformer:
             scaling=self._rope_scaling(b, swa),
             freq_factors=self._freq_factors))
         return b
+
+    def _load_norms(self, t: BlockTensors, b: Block, d: int, nq: int, nk: int) -> None:
+        """The block's norms of width d, its Q/K norms (of Dk, or nq / nk over the whole
+        projection) by the family's kind; the family's renames (glm4moe's FFN norm, falcon's
+        two norms: ln_attn as attn_norm_2, ln_mlp as attn_norm)."""
+        for name in _NORMS[:1] + _NORMS[3:]:
+            setattr(b, name, self._norm(t, name, d))
+        if self.spec.ffn_norm != "ffn_norm":
+            b.ffn_norm = getattr(b, self.spec.ffn_norm)
+            setattr(b, self.spec.ffn_norm, None)
+        if self.spec.attn_norm_2 and (attn_norm_2 := self._norm(t, "attn_norm_2", d)) is not None:
+            b.ffn_norm, b.attn_norm = b.attn_norm, attn_norm_2
+        dk = self.config.key_length
+        qk = {"head": (dk, dk), "whole": (nq, nk)}.get(self.spec.qk_norm, ([dk, nq], [dk, nk]))
+        b.attn_q_norm = self._norm(t, "attn_q_norm", qk[0], rms=True)
+        b.attn_k_norm = self._norm(t, "attn_k_norm", qk[1], rms=True)
+
+    def _input_norms(self, b: Block) -> None:
+        """By the plan: a missing input norm normalises without a weight; without pre-norms
+        (olmo2) there is none, and a file that has them is refused."""
+        if not b.plan.pre_norm and (b.attn_norm or b.ffn_norm):
+            raise GGUFFormatError(f"{self.gf.path}: block {b.index} has attn_norm / ffn_norm, which "
+                                  f"{self.config.architecture}'s graph (post-norms only) does not use")
+        bare = Norm(self.spec.norm, None, None, self.config.norm_epsilon)
+        if b.plan.pre_norm:
+            b.attn_norm = b.attn_norm or bare
+            b.ffn_norm = b.ffn_norm or (bare if b.plan.residual == "sequential" else None)
 
     def _norm(self, t: Tensors, name: str, n: int | list[int], rms: bool = False) -> Norm | None:
         """The norm {name}.weight (+ {name}.bias) of n values, of the family's kind (Q/K norms:
