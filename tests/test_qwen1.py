@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 import gguf_runtime
 from gguf_runtime.convert import convert
 from gguf_runtime.sampling import SamplingParams
+from tests.gguf_rewrite import renamed_prefix, rewrite_gguf
 from tests.stepping import assert_block_step_is_op_by_op
 from tests.test_architectures import IDS, PROMPT_LEN, relative_error
 from tests.tiny_models import CASES, HEADS
@@ -23,33 +23,23 @@ pytest.importorskip("transformers")
 
 def qwen1_file(qwen2_f32, out):
     """Rewrite our converter's qwen2 file in llama.cpp's qwen layout."""
-    src = GGUFReader(qwen2_f32)
-    w = GGUFWriter(out, "qwen")
-    for field in src.fields.values():
-        name = field.name
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue
-        value = field.contents()
-        if name.startswith("qwen2."):
-            name = "qwen." + name[len("qwen2."):]
-            if name == "qwen.feed_forward_length":
-                value *= 2
-        sub = {"sub_type": field.types[-1]} if field.types[0] == GGUFValueType.ARRAY else {}
-        w.add_key_value(name, value, field.types[0], **sub)
-    tensors = {t.name: t for t in src.tensors}
-    for name, t in tensors.items():
-        stem, _, kind = name.rpartition(".")
-        if stem.endswith(".attn_q"):
-            block = stem[:-len(".attn_q")]
-            fused = np.concatenate([tensors[f"{block}.attn_{p}.{kind}"].data for p in "qkv"])
-            w.add_tensor(f"{block}.attn_qkv.{kind}", fused, raw_shape=fused.shape, raw_dtype=t.tensor_type)
-        elif not stem.endswith((".attn_k", ".attn_v")):
-            w.add_tensor(name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    def keys(name, value):
+        name, value = renamed_prefix("qwen2", "qwen")(name, value)
+        return name, value * 2 if name == "qwen.feed_forward_length" else value
+
+    def tensors(src):
+        out = {}
+        for name, t in src.items():
+            stem, _, kind = name.rpartition(".")
+            if stem.endswith(".attn_q"):
+                block = stem[:-len(".attn_q")]
+                fused = np.concatenate([src[f"{block}.attn_{p}.{kind}"].data for p in "qkv"])
+                out[f"{block}.attn_qkv.{kind}"] = (fused, t.tensor_type)
+            elif not stem.endswith((".attn_k", ".attn_v")):
+                out[name] = (t.data, t.tensor_type)
+        return out
+
+    return rewrite_gguf(qwen2_f32, out, "qwen", keys, tensors)
 
 
 @pytest.fixture(scope="module")
