@@ -10,6 +10,7 @@ correct the moment it loads and fast once the native step learns its plan.
                "parallel"               x += attn(n) + ffn(n), n = attn_norm(x) (phi2, stablelm)
     attention  "gqa" | "mla"            multi-/grouped-/multi-query | DeepSeek's latent attention
     qk_norm    None | "head" | "whole"  Q/K RMSNorm per head of Dk | over the whole projection
+    sinks      True | False             attention sinks: a learnt logit per head in the softmax
     ffn        "gated"                  down(act(gate(x)) * up(x))
                "gated_fused"            the same with ffn_up = [gate; up] (phi3)
                "plain"                  down(act(up(x))) (phi2, starcoder2)
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from dataclasses import asdict, dataclass, field
 
+
+import torch
 
 from quant.qlinear import QLinear, QLinearGroup
 
@@ -42,6 +45,7 @@ class BlockPlan:
     residual: str
     attention: str
     qk_norm: str | None
+    sinks: bool
     ffn: str
     activation: str
 
@@ -50,7 +54,7 @@ class BlockPlan:
 
 
 def plan_block(spec: ArchSpec, *, mla: bool, sparse: bool, has_ffn_norm: bool, has_qk_norm: bool,
-               where: str) -> BlockPlan:
+               where: str, has_sinks: bool = False) -> BlockPlan:
     """The plan of one block of a `spec.name` file. `where` names the file and block in the
     error raised for a tensor the family's graph does not use (Q/K norms where it has none)."""
     if has_qk_norm and spec.qk_norm is None:
@@ -60,7 +64,7 @@ def plan_block(spec: ArchSpec, *, mla: bool, sparse: bool, has_ffn_norm: bool, h
     if residual == "parallel_without_ffn_norm":
         residual = "sequential" if has_ffn_norm else "parallel"
     return BlockPlan(norm=spec.norm, pre_norm=spec.pre_norm, residual=residual, attention="mla" if mla else "gqa",
-                     qk_norm=spec.qk_norm if has_qk_norm else None,
+                     qk_norm=spec.qk_norm if has_qk_norm else None, sinks=has_sinks,
                      ffn="moe" if sparse else spec.ffn, activation=spec.activation)
 
 
@@ -76,6 +80,7 @@ class Block:
     attn_v: QLinear | None = None
     attn_qkv: QLinear | QLinearGroup | None = None   # file's fused QKV, or Q, K, V grouped
     attn_output: QLinear | None = None
+    attn_sinks: torch.Tensor | None = None   # (H,) gpt-oss
     attn_q_norm: Norm | None = None
     attn_k_norm: Norm | None = None
     post_attention_norm: Norm | None = None

@@ -146,12 +146,15 @@ def _yarn_ramp(n_rot: int, sc: RopeScaling, base: float) -> torch.Tensor:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              scale: float, cap: float = 0.0) -> torch.Tensor:
+              scale: float, cap: float = 0.0, sinks: torch.Tensor | None = None) -> torch.Tensor:
     """Grouped-query attention. q (H, T, Dk) float32, k (Hkv, S, Dk), v (Hkv, S, Dv) float32 or
     float16 (a half cache: its values widened exactly), mask (T, S) bool (True = may attend;
     None = every key). Returns (T, H * Dv). One unmasked query (decode) takes the native kernel
-    when it can run (quant.kernels.attention), else torch."""
+    when it can run (quant.kernels.attention), else torch. `sinks` (H,) (gpt-oss): one more
+    logit per head in the softmax, whose probability is dropped (ggml_soft_max_ext's sinks)."""
     n_head, n_tok = q.shape[0], q.shape[1]
+    if sinks is not None:
+        return _attention_with_sinks(q, k, v, mask, scale, sinks)
     if n_tok == 1 and mask is None:
         out = attend_one(q.reshape(n_head, -1), k, v, scale, cap)     # (H, Dv)
         if out is not None:
@@ -168,6 +171,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask,
                                              scale=scale, enable_gqa=True)[0]
     return out.transpose(0, 1).reshape(n_tok, -1)
+
+
+def _attention_with_sinks(q, k, v, mask, scale: float, sinks: torch.Tensor) -> torch.Tensor:
+    n_head, n_tok = q.shape[0], q.shape[1]
+    rep = n_head // k.shape[0]
+    k, v = k.to(q.dtype).repeat_interleave(rep, 0), v.to(q.dtype).repeat_interleave(rep, 0)
+    scores = q @ k.transpose(1, 2) * scale                     # (H, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    scores = torch.cat([scores, sinks.view(n_head, 1, 1).expand(n_head, n_tok, 1)], dim=-1)
+    probs = torch.softmax(scores, dim=-1)[..., :-1]           # (H, T, S)
+    return (probs @ v).transpose(0, 1).reshape(n_tok, -1)
 
 
 def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:

@@ -81,7 +81,7 @@ def routing_problem(c: ModelConfig, spec: ArchSpec) -> str | None:
     if not 1 <= k <= n:
         return f"{a}.expert_used_count is {k}; it must be between 1 and {a}.expert_count ({n})"
     gating = Routing.from_config(c, spec).gating
-    if gating not in ("softmax", "sigmoid"):
+    if gating not in ("softmax", "sigmoid", "softmax_weight"):
         return f"{a}.expert_gating_func {c.expert_gating_func} is not supported " \
                f"(supported: 1 softmax, 2 sigmoid)"
     g, gu = c.expert_group_count, c.expert_group_used_count
@@ -101,8 +101,13 @@ def route(logits: torch.Tensor, r: Routing,
     """Router logits (T, E) -> weights (T, K) and selected expert ids (T, K), best first.
 
     `bias` (E,) (DeepSeek-V3's exp_probs_b) shifts the probabilities for the selection only;
-    the weights are the unbiased probabilities of the selected experts.
+    the weights are the unbiased probabilities of the selected experts. "softmax_weight"
+    (gpt-oss): the top k of the logits, weighted by the softmax over those k.
     """
+    if r.gating == "softmax_weight":
+        top = logits.topk(r.n_used, dim=-1)                               # (T, K)
+        weights = torch.softmax(top.values, -1)
+        return (weights * r.scale if r.scale != 1.0 else weights), top.indices
     probs = torch.softmax(logits, -1) if r.gating == "softmax" else per_row(torch.sigmoid, logits)
     select = probs + bias if bias is not None else probs                  # (T, E)
     if r.n_group > 1:
@@ -141,6 +146,7 @@ class MoE:
     ffn_up_shexp: QLinear | None = None
     ffn_down_shexp: QLinear | None = None
     ffn_gate_inp_shexp: torch.Tensor | None = None   # (D,) Qwen2-MoE: shared FFN's sigmoid gate
+    exps_bias: tuple | None = None                   # gpt-oss: (gate (E, F), up (E, F), down (E, D))
     _gate_up: dict = field(default_factory=dict, repr=False)   # expert -> its QLinearGroup
     _steps: dict = field(default_factory=dict, repr=False)     # GGUF_RUNTIME_KERNELS -> ExpertsStep
 
@@ -192,6 +198,8 @@ class MoE:
 
     def _experts_step(self) -> ExpertsStep | None:
         key = env_spec()
+        if self.exps_bias is not None:          # the native step has no expert biases
+            return None
         if key not in self._steps:
             self._steps[key] = bind_experts(self.ffn_gate_exps, self.ffn_up_exps, self.ffn_down_exps,
                                             self.activation)
@@ -204,6 +212,8 @@ class MoE:
                 stack.touched.update(ids)
 
     def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        if self.exps_bias is not None:
+            return self._biased_expert(e, x)
         up = self.ffn_up_exps.expert(e)                                   # marks it touched
         if self.ffn_gate_exps is None:
             return self.ffn_down_exps.expert(e)(torch.nn.functional.silu(up(x)))
@@ -214,6 +224,13 @@ class MoE:
         h = group.gated(x, self.activation) if group is not None else \
             gated_activation(gate(x), up(x), self.activation)
         return self.ffn_down_exps.expert(e)(h)                            # (n, D)
+
+    def _biased_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """down_e(act(gate_e(x) + bg_e, up_e(x) + bu_e)) + bd_e (gpt-oss's biased experts)."""
+        b_gate, b_up, b_down = (b[e] for b in self.exps_bias)
+        h = gated_activation(self.ffn_gate_exps.expert(e)(x) + b_gate, self.ffn_up_exps.expert(e)(x) + b_up,
+                             self.activation)
+        return self.ffn_down_exps.expert(e)(h) + b_down                   # (n, D)
 
     def _shared(self, x: torch.Tensor) -> torch.Tensor:
         if "shexp" not in self._gate_up:
@@ -240,7 +257,7 @@ def build_moe(gf: GGUFFile, i: int, config: ModelConfig, spec: ArchSpec) -> MoE:
         raise GGUFFormatError(f"{gf.path}: {problem}")
     n, d = config.expert_count, config.embedding_length
     ld = BlockTensors(gf, i, f"{config.architecture} with {n} experts of width {d}")
-    router = ld.linear("ffn_gate_inp.weight", (n, d))
+    router = ld.linear("ffn_gate_inp.weight", (n, d), bias=True)
     up = ld.stack("ffn_up_exps.weight", (n, None, d))
     f = up.out_features
     moe = MoE(Routing.from_config(config, spec), spec.activation, ffn_gate_inp=router,
@@ -248,6 +265,12 @@ def build_moe(gf: GGUFFile, i: int, config: ModelConfig, spec: ArchSpec) -> MoE:
               ffn_down_exps=ld.stack("ffn_down_exps.weight", (n, d, f)),
               ffn_gate_exps=ld.stack("ffn_gate_exps.weight", (n, f, d), required=False),
               exp_probs_b=ld.vector("exp_probs_b.bias", n))
+    biases = [ld.info(f"ffn_{p}_exps.bias", (n, w), required=False) for p, w in (("gate", f), ("up", f), ("down", d))]
+    if any(b is not None for b in biases):
+        if None in biases or moe.ffn_gate_exps is None:
+            raise GGUFFormatError(f"{gf.path}: block {i} has some of ffn_gate/up/down_exps.bias but not all "
+                                  f"three (with ffn_gate_exps)")
+        moe.exps_bias = tuple(b.qtensor().dequantize().reshape(n, -1) for b in biases)
     shared = config.expert_shared_count > 0 or config.expert_shared_feed_forward_length > 0
     if shared or f"blk.{i}.ffn_up_shexp.weight" in gf.tensors:
         moe.ffn_up_shexp = ld.linear("ffn_up_shexp.weight", (None, d))

@@ -85,8 +85,10 @@ class Transformer:
             b.attn_v = t.linear("attn_v", (kv * dv, d), False, bias=True)
             b.attn_qkv = t.linear("attn_qkv", (h * dk + kv * (dk + dv), d), False, bias=True)
         b.attn_output = t.linear("attn_output", (d, h * dv), False, bias=True)
+        b.attn_sinks = t.vector("attn_sinks.weight", h) if self.spec.sinks else None
         b.plan = plan_block(self.spec, mla=c.kv_lora_rank > 0, sparse=is_sparse(c, i),
                             has_ffn_norm=b.ffn_norm is not None, has_qk_norm=b.attn_q_norm is not None,
+                            has_sinks=b.attn_sinks is not None,
                             where=f"{self.gf.path}: block {i}")
         self._input_norms(b)
         if b.plan.ffn == "moe":
@@ -104,7 +106,7 @@ class Transformer:
         b.window = c.sliding_window if swa else 0
         b.rope = self._shared_rope(RopeParams(
             n_rot=c.rope_dimension_count,
-            base=c.rope_freq_base_swa if swa else c.rope_freq_base,
+            base=self._rope_base(swa),
             style=self.spec.rope_style,
             scaling=self._rope_scaling(b, swa),
             freq_factors=self._freq_factors))
@@ -171,10 +173,16 @@ class Transformer:
 
     def _rope_scaling(self, b: Block, swa_rope: bool) -> RopeScaling:
         # llama.cpp: sliding layers rotate with freq_scale_swa, which is 1 (no scaling)
-        # unless the family copies the global scale (gemma2); Gemma 3 4B+ scale only global.
-        if swa_rope and self.spec.name != "gemma2":
+        # unless the family copies the global scale (gemma2, gpt-oss); Gemma 3 4B+ scale only global.
+        if swa_rope and self.spec.swa_rope == "own":
             return RopeScaling()
         return mla_rope_scaling(self.config) if b.mla is not None else self.config.rope_scaling
+
+    def _rope_base(self, swa: bool) -> float:
+        c = self.config
+        if swa and self.spec.swa_rope == "global" and f"{c.architecture}.rope.freq_base_swa" not in self.gf.metadata:
+            return c.rope_freq_base
+        return c.rope_freq_base_swa if swa else c.rope_freq_base
 
     def _shared_rope(self, params: RopeParams) -> Rope:
         """One Rope per distinct parameter set, shared by the layers that use it."""
@@ -318,7 +326,7 @@ class Transformer:
         # One new token sees every cached key the cache handed back (the window is sliced).
         mask = causal_mask(pos, k_pos, b.window) if n_tok > 1 else None
         out = attention(q.transpose(0, 1), keys, values, mask, self.attn_scale,
-                        self.config.attn_logit_softcapping)          # (T, H*Dv)
+                        self.config.attn_logit_softcapping, b.attn_sinks)          # (T, H*Dv)
         if b.mla is not None:
             out = b.mla.values(out)
         return b.attn_output(out)
@@ -333,7 +341,7 @@ class Transformer:
         for i, cache in enumerate(caches):
             keys, values, _ = cache.update(b.index, k[i:i + 1], v[i:i + 1], b.window)
             outs.append(attention(q[:, i:i + 1], keys, values, None, self.attn_scale,
-                                  self.config.attn_logit_softcapping))  # (1, H*Dv)
+                                  self.config.attn_logit_softcapping, b.attn_sinks))  # (1, H*Dv)
         out = torch.cat(outs)
         if b.mla is not None:
             out = b.mla.values(out)

@@ -11,7 +11,7 @@ import torch
 
 from .errors import QuantError
 from .kernels import kernel_for, registry
-from .kernels.reference import ACTIVATIONS, gated_reference
+from .kernels.reference import ACTIVATIONS, GATED_ACTIVATIONS, gated_reference
 from .qtensor import QTensor
 
 
@@ -119,6 +119,8 @@ class QLinearGroup:
         biases added."""
         m = x2.shape[0]
         group = self._group_kernel(x2) if m else None
+        if act not in ACTIVATIONS:              # the group kernels fuse silu / gelu only
+            act = None
         if group is not None and (act is None or self.bias is None):
             out = torch.empty(m, self.linears[0].out_features if act else self.out_features)
             group(x2, out, act)
@@ -142,8 +144,8 @@ class QLinearGroup:
         n = self.linears[0].out_features
         if len(self.linears) != 2 or self.linears[1].out_features != n:
             raise QuantError(f"gated() needs two linears of equal out_features, got {self!r}")
-        if act not in ACTIVATIONS:
-            raise QuantError(f"unknown gated activation {act!r}; supported: {', '.join(ACTIVATIONS)}")
+        if act not in GATED_ACTIVATIONS:
+            raise QuantError(f"unknown gated activation {act!r}; supported: {', '.join(GATED_ACTIVATIONS)}")
         out, act_done = self._project(self.linears[0].kernel_input(x), act)
         if not act_done:
             out = gated_reference(out[:, :n], out[:, n:], act)

@@ -71,6 +71,10 @@ CASES = {
     "olmoe": Case("olmoe", "OlmoeConfig", dict(
         intermediate_size=256, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
         num_key_value_heads=4)),
+    # sinks, a window on layer 0 (period 2), biased router and experts, SWIGLU_OAI
+    "gpt-oss": Case("gpt-oss", "GptOssConfig", dict(
+        intermediate_size=256, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+        rope_parameters={"rope_type": "default", "rope_theta": 150000.0})),
     "granitemoe": Case("granitemoe", "GraniteMoeConfig", dict(
         intermediate_size=256, num_local_experts=4, num_experts_per_tok=2, **GRANITE)),
     "granitemoe-shared": Case("granitemoe", "GraniteMoeSharedConfig", dict(

@@ -30,7 +30,8 @@ __all__ = ["Family", "FAMILIES", "HF_ARCHITECTURES", "HParams", "detect_family",
 
 # Whole block-relative names whose last part is not .weight / .bias.
 BLOCK_EXACT = {"mlp.gate.e_score_correction_bias": "exp_probs_b.bias",     # DeepSeek-V3
-               "mlp.experts.down_proj": "ffn_down_exps.weight"}            # fused (E, D, Fe)
+               "mlp.experts.down_proj": "ffn_down_exps.weight",            # fused (E, D, Fe)
+               "self_attn.sinks": "attn_sinks.weight"}                     # gpt-oss (H,)
 _BLOCK_RES: dict[str, re.Pattern] = {}
 
 
@@ -116,8 +117,9 @@ def expected_shape(family: Family, h: HParams, hf_name: str, name: str) -> tuple
         shapes.update(_expert_shapes(h))
     if h.cfg.get("kv_lora_rank"):
         shapes.update(_mla_shapes(h))
+    shapes["attn_sinks"] = (h.n_head,)
     shape = shapes.get(name.split(".")[-2], (d,))           # every other tensor is a norm
-    return shape[:1] if name.endswith(".bias") else shape
+    return shape[:-1] if name.endswith(".bias") and len(shape) > 1 else shape
 
 
 def _expert_shapes(h: HParams) -> dict[str, tuple[int, ...]]:

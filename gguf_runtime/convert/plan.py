@@ -98,8 +98,9 @@ def plan_recipes(family: Family, h: HParams, names: Iterable[str]) -> list[Recip
                 experts.setdefault((layer, EXPERT_PROJ[proj]), {})[e] = hf
                 continue
         m = _SPLIT_RE.fullmatch(hf)
-        if m and m[2] in SPLITS and int(m[1]) < h.n_layer:
-            recipes += [Recipe(f"blk.{m[1]}.{name}", (hf,), part) for name, part in SPLITS[m[2]]]
+        splits = {**SPLITS, **family.splits}
+        if m and m[2] in splits and int(m[1]) < h.n_layer:
+            recipes += [Recipe(f"blk.{m[1]}.{name}", (hf,), part) for name, part in splits[m[2]]]
         elif (name := gguf_name(family, h, hf)) is not None:
             recipes.append(Recipe(name, (hf,)))
     for (layer, name), by_expert in sorted(experts.items()):

@@ -58,7 +58,7 @@ _GEMMA = dict(rope_style="neox", activation="gelu", embed_scale_sqrt=True)
 FAMILIES = [
     Family(ArchSpec("gemma", **_GEMMA), ConvertSpec("gemma", gemma_keys, PER_BLOCK, norm_shift=1.0),
            hf_classes=("GemmaForCausalLM",)),
-    Family(ArchSpec("gemma2", **_GEMMA, swa_pattern=2),
+    Family(ArchSpec("gemma2", **_GEMMA, swa_pattern=2, swa_rope="own_base"),
            ConvertSpec("gemma2", gemma2_keys, PER_BLOCK_POST_NORMS, norm_shift=1.0, swa_period=2),
            hf_classes=("Gemma2ForCausalLM",)),
     Family(ArchSpec("gemma3", **_GEMMA, swa_pattern=6, qk_norm="head"),

@@ -49,6 +49,11 @@ class ArchSpec:
     # qwen (Qwen 1): the file's feed_forward_length is twice the FFN's width (llama.cpp's qwen
     # reads n_ff / 2 for ffn_gate / ffn_up / ffn_down)
     ffn_length_halved: bool = False
+    # How sliding-window layers rotate: "own" (llama.cpp's default: rope.freq_base_swa, no
+    # scaling), "own_base" (gemma2: freq_base_swa with the global scaling), "global" (gpt-oss:
+    # the global base, unless the file has freq_base_swa, and scaling)
+    swa_rope: str = "own"
+    sinks: bool = False               # gpt-oss: attn_sinks, one extra softmax logit per head
     # Block topology (see block_plan.py). "parallel_without_ffn_norm": parallel where the file
     # has no ffn_norm (stablelm: llama.cpp decides by the tensor's presence).
     norm: str = "rms"
@@ -87,6 +92,9 @@ class ConvertSpec:
     config_fix: Callable[[dict], dict] | None = None
     # a tensor's data changed after the rename (falcon's grouped QKV rows reordered)
     tensor_fix: Callable[[str, Any, Any], Any] | None = None
+    # block-relative HF name -> ((GGUF name, part), ...): tensors made of parts of one HF tensor,
+    # over convert/plan.py's SPLITS (gpt-oss's interleaved, transposed expert stacks)
+    splits: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ GATED = tuple(a for a in native.ACT_CODES if a)      # the activations the nativ
 # bound only for NATIVE_FFN; other FFN kinds take a step of attention only (the caller runs
 # the FFN). A plan with a key not listed here, or a value not listed, is refused.
 NATIVE_PLAN = {"norm": ("rms",), "pre_norm": (True,), "residual": ("sequential",), "attention": ("gqa",),
-               "qk_norm": tuple(QK_NORM_MODES), "ffn": ("gated", "gated_fused", "plain", "moe"),
+               "qk_norm": tuple(QK_NORM_MODES), "sinks": (False,), "ffn": ("gated", "gated_fused", "plain", "moe"),
                "activation": ("silu", "gelu")}
 NATIVE_FFN = ("gated",)
 

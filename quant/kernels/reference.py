@@ -29,8 +29,17 @@ ACTIVATIONS = {"silu": F.silu, "gelu": lambda g: F.gelu(g, approximate="tanh")}
 
 
 def gated_reference(gate: torch.Tensor, up: torch.Tensor, act: str) -> torch.Tensor:
-    """act(gate) * up, act one of ACTIVATIONS (the oracle of the fused native gated kernel)."""
+    """act(gate) * up, act one of ACTIVATIONS (the oracle of the fused native gated kernel), or
+    "swiglu_oai" (gpt-oss, llama.cpp's SWIGLU_OAI: g = min(gate, 7), u = clamp(up, -7, 7),
+    g * sigmoid(1.702 g) * (u + 1))."""
+    if act == "swiglu_oai":
+        g, u = gate.clamp(max=SWIGLU_OAI_LIMIT), up.clamp(-SWIGLU_OAI_LIMIT, SWIGLU_OAI_LIMIT)
+        return g * torch.sigmoid(g * SWIGLU_OAI_ALPHA) * (u + 1)
     return ACTIVATIONS[act](gate) * up
+
+
+SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT = 1.702, 7.0
+GATED_ACTIVATIONS = (*ACTIVATIONS, "swiglu_oai")
 
 
 def q8k_round(x: torch.Tensor) -> torch.Tensor:
