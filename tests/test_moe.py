@@ -405,3 +405,43 @@ def test_experts_step_rejects_an_expert_outside_the_stack(built):
         step(torch.zeros(1, model.config.embedding_length), [0, n], [0.5, 0.5])
     with pytest.raises(QuantError, match="one contiguous float32 row"):
         step(torch.zeros(1, 7), [0, 1], [0.5, 0.5])
+
+
+def test_gpt_oss_runs_its_experts_in_mxfp4(tmp_path):
+    """gpt-oss as released: its expert stacks in MXFP4 (one E8M0 scale byte + 16 nibble bytes
+    per 32 weights), the rest as converted. Logits equal, within float32 summation order, those
+    of the same file with those stacks dequantized back to F32 (the very weights), so the MXFP4
+    blocks are sliced per expert and run by their kernels, not approximated."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as T
+
+    import quant
+    from gguf_runtime.convert import convert
+    from tests.gguf_rewrite import rewrite_gguf
+    from tests.tiny_moe import CASES as MOE_CASES
+
+    MOE_CASES["gpt-oss"].build().save_pretrained(tmp_path / "hf")
+    f32 = convert(tmp_path / "hf", tmp_path / "f32.gguf", "F32", progress=False)
+
+    def experts(to_mxfp4: bool):
+        def tensors(src):
+            out = {}
+            for name, t in src.items():
+                data = np.array(t.data)
+                if "_exps.weight" in name:                     # (E, rows, cols)
+                    q = quant.quantize(torch.from_numpy(data), "MXFP4")
+                    data = (q.numpy().reshape(data.shape[0], data.shape[1], -1) if to_mxfp4 else
+                            quant.dequantize(q, T.MXFP4, data.shape).numpy())
+                    out[name] = (data, T.MXFP4 if to_mxfp4 else t.tensor_type)
+                else:
+                    out[name] = (data, t.tensor_type)
+            return out
+        return tensors
+
+    mx = rewrite_gguf(f32, tmp_path / "mxfp4.gguf", "gpt-oss", lambda n, v: (n, v), experts(True))
+    exact = rewrite_gguf(f32, tmp_path / "exact.gguf", "gpt-oss", lambda n, v: (n, v), experts(False))
+    model = gguf_runtime.load(mx, n_ctx=64, kv_type="f32")
+    assert model.transformer.blk[0].moe.ffn_up_exps.weight.qtype == T.MXFP4
+    ref = gguf_runtime.load(exact, n_ctx=64, kv_type="f32").logits(IDS)
+    assert relative_error(model.logits(IDS), ref) < 1e-5
+    assert greedy(model, PROMPT, N_NEW) == greedy(gguf_runtime.load(exact, n_ctx=64, kv_type="f32"), PROMPT, N_NEW)
