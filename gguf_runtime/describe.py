@@ -97,7 +97,8 @@ def _first_block_plan(gf: GGUFFile, spec, config: ModelConfig) -> dict[str, Any]
     try:
         plan = plan_block(spec, mla=config.kv_lora_rank > 0, sparse=is_sparse(config, 0),
                           has_ffn_norm=f"blk.0.{spec.ffn_norm}.weight" in gf.tensors,
-                          has_qk_norm="blk.0.attn_q_norm.weight" in gf.tensors, where=str(gf.path))
+                          has_qk_norm="blk.0.attn_q_norm.weight" in gf.tensors, where=str(gf.path),
+                          has_sinks=spec.sinks and "blk.0.attn_sinks.weight" in gf.tensors)
     except GGUFError:
         return None
     return {**plan.as_dict(), "native_step": plan_supported(plan.as_dict())}

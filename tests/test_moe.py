@@ -442,6 +442,9 @@ def test_gpt_oss_runs_its_experts_in_mxfp4(tmp_path):
     exact = rewrite_gguf(f32, tmp_path / "exact.gguf", "gpt-oss", lambda n, v: (n, v), experts(False))
     model = gguf_runtime.load(mx, n_ctx=64, kv_type="f32")
     assert model.transformer.blk[0].moe.ffn_up_exps.weight.qtype == T.MXFP4
+    from gguf_runtime.describe import describe
+    plan = describe(gguf_runtime.open_gguf(mx))["block_plan"]
+    assert plan["sinks"] and plan["ffn"] == "moe" and plan["activation"] == "swiglu_oai" and not plan["native_step"]
     ref = gguf_runtime.load(exact, n_ctx=64, kv_type="f32").logits(IDS)
     assert relative_error(model.logits(IDS), ref) < 1e-5
     assert greedy(model, PROMPT, N_NEW) == greedy(gguf_runtime.load(exact, n_ctx=64, kv_type="f32"), PROMPT, N_NEW)
