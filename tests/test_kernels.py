@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import subprocess
 import sys
 
@@ -26,8 +27,8 @@ from hypothesis import strategies as st
 
 import quant
 from quant import QTensor, QuantError
-from quant.kernels import DECODE_MAX_ROWS, available_backends, kernel_for, native, qmatmul, registry, set_num_threads
-from quant.kernels.reference import q8k_round
+from quant.kernels import DECODE_MAX_ROWS, cpu, available_backends, kernel_for, native, qmatmul, registry, set_num_threads
+from quant.kernels.reference import q8_0_round, q8k_round
 from quant.qlinear import QLinear, QLinearGroup
 from tests.test_formats import random_blocks
 
@@ -48,10 +49,13 @@ def backend_or_skip(backend: str) -> None:
         pytest.skip(f"{backend} kernels unavailable here (no native library or no AVX2)")
 
 
+ROUNDINGS = {"Q8_K": q8k_round, "Q8_0": q8_0_round}
+
+
 def x_seen_by(kernel: registry.Kernel, x: torch.Tensor) -> torch.Tensor:
-    """The x a kernel effectively multiplies: rounded through Q8_K for the q8k integer rows."""
+    """The x a kernel effectively multiplies: rounded through Q8_K / Q8_0 for the q8k integer rows."""
     if kernel.backend == native.Q8K_BACKEND and kernel.path == "decode" and kernel.qtype in native.q8k_types():
-        return q8k_round(x)
+        return ROUNDINGS[native.x_rounding(kernel.qtype)](x)
     return x
 
 
@@ -333,6 +337,45 @@ def test_a_compiler_without_openmp_still_builds_the_kernels(tmp_path):
     assert proc.stdout.strip() == "True True ['gguf-runtime native kernels built without OpenMP: the kernels run on one thread']"
 
 
+# -march values narrower than this CPU (the flags a CPU needs to run each), and the rows each
+# build must take: test_decode_rows_follow_the_build checks them, in every build.
+NARROWER_BUILDS = {"x86-64-v3": ("avx2", "fma", "f16c"), "x86-64-v2": ()}
+AVX512_ROW_TYPES = {T.Q4_0, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.IQ4_XS}
+
+
+def test_decode_rows_follow_the_build():
+    """The decode rows are a function of the CPU's features (through -march), never of timing:
+    AVX-512 rows for AVX512_ROW_TYPES where the build has AVX-512 F/BW/VL, AVX2 rows for the
+    rest where it has AVX2 + FMA + F16C, plain C otherwise."""
+    native_or_skip()
+    march = os.environ.get(native.ENV_MARCH, "native")
+    if march == "native":
+        wide, avx2 = cpu.has("avx512f", "avx512bw", "avx512vl"), cpu.has("avx2", "fma", "f16c")
+    else:
+        wide, avx2 = False, bool(NARROWER_BUILDS.get(march))
+    for qtype, kind in native.row_kinds().items():
+        expected = "AVX-512" if wide and qtype in AVX512_ROW_TYPES else "AVX2" if avx2 else "C"
+        assert kind == expected, (qtype.name, march)
+
+
+@pytest.mark.parametrize("march", NARROWER_BUILDS)
+def test_narrower_builds_pass_the_decode_tests(march):
+    """The rows a narrower x86 CPU takes (AVX2 without AVX-512; no AVX2) are tested on this one
+    too: a subprocess builds the library with -march=<that> and runs the decode tests on it."""
+    native_or_skip()
+    if platform.machine() not in ("x86_64", "AMD64") or not cpu.has(*NARROWER_BUILDS[march]):
+        pytest.skip(f"this CPU cannot run a {march} build")
+    env = dict(os.environ, **{native.ENV_MARCH: march})
+    env.pop("GGUF_RUNTIME_KERNELS", None)
+    tests = ("every_kernel_matches_oracle or whatever_the_row_count or native_decode_matches_oracle "
+             "or q8k_decode_matches or decode_rows_follow_the_build or bound_kernel_equals")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", tests],
+                          env=env, capture_output=True, text=True, timeout=900,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout.splitlines()[-1]
+
+
 def test_native_library_is_cached_by_source_and_machine(tmp_path, monkeypatch):
     native_or_skip()
     cc = native._compiler()
@@ -356,13 +399,18 @@ def test_native_decode_matches_oracle_on_random_shapes(qtype, n, m, blocks, seed
     assert_close(out, x, w)
 
 
-@settings(max_examples=40, deadline=None)
-@given(qtype=st.sampled_from((T.Q4_K, T.Q6_K)), n=st.integers(1, 40), m=st.integers(1, 20),
+INTEGER_ROW_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q6_K)
+
+
+@settings(max_examples=60, deadline=None)
+@given(qtype=st.sampled_from(INTEGER_ROW_TYPES), n=st.integers(1, 40), m=st.integers(1, 20),
        blocks=st.integers(1, 5), seed=st.integers(0, 2**16), scale=st.sampled_from((1e-3, 1.0, 1e3)))
 def test_q8k_decode_matches_rounded_x_oracle_on_random_shapes(qtype, n, m, blocks, seed, scale):
-    """Integer rows == reference on q8k_round(x); x with exact zeros, all-zero and tied blocks."""
-    if not registry.backend_available(native.Q8K_BACKEND):
+    """Integer rows == reference on x rounded as llama.cpp pairs it with the type (Q8_K for the
+    K-quants, Q8_0 for the 32-weight formats); x with exact zeros, all-zero and tied blocks."""
+    if qtype not in native.q8k_types():
         return
+    block = quant.get_format(qtype).block_size
     k = blocks * 256
     w = make_weight(qtype, n, k, seed)
     rng = np.random.default_rng(seed)
@@ -374,7 +422,19 @@ def test_q8k_decode_matches_rounded_x_oracle_on_random_shapes(qtype, n, m, block
     x = torch.from_numpy(x)
     out = torch.empty(m, n)
     registry.select(qtype, "decode", native.Q8K_BACKEND).fn(x, w, out)
-    assert_close(out, q8k_round(x), w)
+    assert native.x_rounding(qtype) == ("Q8_K" if block == 256 else "Q8_0")
+    assert_close(out, ROUNDINGS[native.x_rounding(qtype)](x), w)
+
+
+def test_q8_0_round_is_llama_cpps_q8_0():
+    """d = f16(amax / 127), id = 127 / amax, ties to even: hand-worked on exact floats."""
+    x = torch.zeros(2, 32)
+    x[0, :4] = torch.tensor([127.0, -63.5, 0.5, 1.5])          # id 1: -63.5 -> -64, 0.5 -> 0, 1.5 -> 2
+    x[1, :2] = torch.tensor([254.0, 3.0])                        # id 0.5, d 2: 3 -> 1.5 -> 2 -> 4
+    y = q8_0_round(x)
+    assert y[0, :4].tolist() == [127.0, -64.0, 0.0, 2.0]
+    assert y[1, :2].tolist() == [254.0, 4.0]
+    assert (y[:, 4:] == 0).all() and (q8_0_round(torch.zeros(32)) == 0).all()
 
 
 def test_q8k_round_is_llama_cpps_q8_k():

@@ -100,15 +100,33 @@ def describe_choices() -> str:
     else:
         bf16_state = "bf16 off (no AVX512-BF16 / AMX-BF16 here)"
     if q8k:
-        rounding = f"x rounded to Q8_K for {'/'.join(t.name for t in q8k)} (q8k named: llama.cpp's rounding)"
+        by_format: dict[str, list[str]] = {}
+        for t in q8k:
+            by_format.setdefault(native.x_rounding(t), []).append(t.name)
+        vnni = "VNNI" if native.has_vnni() else "no VNNI"
+        targets = ", ".join(f"{fmt} for {'/'.join(names)}" for fmt, names in by_format.items())
+        rounding = f"x rounded to {targets} (q8k named: llama.cpp's rounding; integer dots, {vnni})"
     elif native.q8k_types():
         rounding = "x float32 (q8k integer rows opt-in: name q8k in GGUF_RUNTIME_KERNELS)"
     else:
         rounding = "x float32 (no q8k integer rows: no AVX2 build)"
     spec = env_spec()
     return (f"CPU {cpu.describe()} | prompt rows: {', '.join(prompt)}, x float32 | generated tokens: "
-            f"{', '.join(generated)}, {rounding} | {bf16_state}"
+            f"{', '.join(generated)}, {rounding} | {decode_rows()} | {bf16_state}"
             + (f" | GGUF_RUNTIME_KERNELS={spec}" if spec else ""))
+
+
+def decode_rows() -> str:
+    """Which native decode rows this build runs, grouped: "decode rows: AVX-512 Q4_0/Q8_0, AVX2 the rest"."""
+    kinds = native.row_kinds()
+    if not kinds:
+        return "decode rows: none (no native library)"
+    groups: dict[str, list[str]] = {}
+    for qtype, kind in kinds.items():
+        groups.setdefault(kind, []).append(qtype.name)
+    common = max(groups, key=lambda kind: len(groups[kind]))
+    parts = [f"{kind} {'/'.join(names)}" for kind, names in groups.items() if kind != common]
+    return "decode rows: " + ", ".join(parts + [f"{common} {'the rest' if parts else 'all'}"])
 
 
 def type_kernels(qtype) -> dict[str, str]:

@@ -57,7 +57,7 @@ CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract
 # flag sets tried after CFLAGS fails: (flags dropped, what the warning says is lost)
 FALLBACK_DROPS = ((("-fopenmp",), "OpenMP: the kernels run on one thread"),
                   (("-fopenmp", "-march=native"), "OpenMP and -march=native: one thread, no AVX2 rows"))
-ABI_VERSION = 5
+ABI_VERSION = 7
 ENV_CACHE = "GGUF_RUNTIME_CACHE"
 # -march for the build instead of "native" (e.g. x86-64-v3: AVX2 without AVX-512; x86-64-v2:
 # no AVX2, so no q8k rows): runs the suite as a CPU of that kind would (with torch's
@@ -180,7 +180,7 @@ Q8K_BACKEND = "q8k"
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     signatures = {
-        "ggr_abi_version": [], "ggr_block_size": [i32], "ggr_type_size": [i32], "ggr_has_dequant": [i32], "ggr_has_q8k": [i32],
+        "ggr_abi_version": [], "ggr_block_size": [i32], "ggr_type_size": [i32], "ggr_has_dequant": [i32], "ggr_has_q8k": [i32], "ggr_row_kind": [i32], "ggr_x_round": [i32], "ggr_has_vnni": [],
         "ggr_gemv": [i32, ptr, i64, i64, ptr, i64, i64, ptr, i32],
         "ggr_gemv_multi": [ptr, i32, ptr, i64, i64, ptr, i32, i32],
         "ggr_kernel_ns": [],
@@ -269,9 +269,36 @@ register_backend(Q8K_BACKEND, priority=20, available=lambda: bool(q8k_types()), 
 
 
 def q8k_types() -> tuple[T, ...]:
-    """The types whose "q8k" decode kernels round x to Q8_K here (none without the library or AVX2)."""
+    """The types whose "q8k" decode kernels round x and dot in integers here (none without the
+    library or AVX2): the K-quants with x in Q8_K, the 32-weight formats with x in Q8_0."""
     lib = load()
     return tuple(t for t in DECODE_TYPES if lib is not None and lib.ggr_has_q8k(int(t)))
+
+
+X_ROUNDINGS = {1: "Q8_K", 2: "Q8_0"}     # ggr_x_round's codes
+
+
+def x_rounding(qtype: T) -> str | None:
+    """The block format a type's "q8k" integer rows round x to ("Q8_K", "Q8_0"), None if none."""
+    lib = load()
+    return None if lib is None else X_ROUNDINGS.get(lib.ggr_x_round(int(qtype)))
+
+
+def has_vnni() -> bool:
+    """Whether the integer rows use VNNI dot products (AVX512-VNNI or AVX-VNNI) in this build."""
+    lib = load()
+    return lib is not None and bool(lib.ggr_has_vnni())
+
+
+ROW_KINDS = {1: "C", 2: "AVX2", 3: "AVX-512"}     # ggr_row_kind's codes
+
+
+def row_kinds() -> dict[T, str]:
+    """The float-x decode rows each type takes in this build ("AVX-512", "AVX2" or "C"): fixed
+    by the CPU's features at build time (-march=native, or $GGUF_RUNTIME_MARCH); {} without the
+    library."""
+    lib = load()
+    return {} if lib is None else {t: ROW_KINDS[lib.ggr_row_kind(int(t))] for t in DECODE_TYPES}
 
 
 def _into(out: torch.Tensor, write) -> None:
@@ -376,5 +403,5 @@ def bind_gemv_q8k(w: QTensor):
 
 @register(Q8K_BACKEND, DECODE_TYPES, ["decode"], prepare=bind_gemv_q8k)
 def gemv_q8k(x: torch.Tensor, w: QTensor, out: torch.Tensor) -> None:
-    """out = x @ W.T as `gemv`, with x rounded to Q8_K first for the types in q8k_types()."""
+    """out = x @ W.T as `gemv`, with x rounded first (x_rounding) for the types in q8k_types()."""
     bind_gemv_q8k(w)(x, out)

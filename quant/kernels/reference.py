@@ -60,6 +60,20 @@ def q8k_round(x: torch.Tensor) -> torch.Tensor:
     return (d * qs).reshape(x.shape)
 
 
+def q8_0_round(x: torch.Tensor) -> torch.Tensor:
+    """x (..., K), K % 32 == 0, rounded through Q8_0 and back: the x that the "q8k" integer rows
+    of the 32-weight formats (csrc/q80_avx2.h) multiply, as llama.cpp's AVX2 quantize_row_q8_0.
+
+    Per 32 values: amax = max |x|, d = f16(amax / 127), id = 127 / amax (0 for an all-zero
+    block), qs = round_half_even(x * id); returns float32 d * qs in x's shape.
+    """
+    blocks = x.to(torch.float32).reshape(-1, 32)                        # (B, 32)
+    amax = blocks.abs().amax(dim=1, keepdim=True)                       # (B, 1)
+    inv = torch.where(amax == 0, 0.0, torch.full_like(amax, 127.0).div(amax))
+    d = amax.div(torch.full_like(amax, 127.0)).half().float()
+    return (d * torch.round(blocks * inv)).reshape(x.shape)
+
+
 def tile_rows(k: int, tile_bytes: int = TILE_BYTES) -> int:
     """W rows per tile so that a (rows, k) float32 tile stays within tile_bytes (at least 1)."""
     return max(1, tile_bytes // (4 * max(1, k)))

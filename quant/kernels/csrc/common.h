@@ -82,6 +82,7 @@ typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } blk_q8k;
 typedef struct {           /* what a call precomputes from x, shared by every W row: */
     float *s16, *s32;      /* sums of each x row over 16 / 32 consecutive weights: (m, k/16), (m, k/32) */
     blk_q8k *q8;           /* x rounded to Q8_K, (m, k/256) blocks; NULL when no row kernel needs it */
+    struct blk_q8x *q80;   /* x rounded to Q8_0, (m, k/32) blocks (q80_avx2.h); NULL likewise */
 } x_sums;
 
 #endif

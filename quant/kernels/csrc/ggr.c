@@ -52,7 +52,7 @@
 #include <omp.h>
 #endif
 
-#define GGR_ABI 5
+#define GGR_ABI 7
 #define GGR_MAX_MATRICES 8
 
 enum { GGR_Q8K = 1 };      /* ggr_matrix.flags: round x to Q8_K and dot in integers where the type can */
@@ -67,6 +67,11 @@ typedef struct {           /* one weight matrix of ggr_gemv_multi: n rows of row
 #define GGR_AVX2 1
 #include "fused_avx2.h"
 #include "q8k_avx2.h"
+#include "q80_avx2.h"
+#endif
+#if defined(GGR_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define GGR_AVX512 1
+#include "fused_avx512.h"
 #endif
 #include "xprep.h"
 
@@ -152,24 +157,46 @@ INLINE void gemv_float_row(const gemv_job *job, int64_t i, deq_fn deq, deq_n_fn 
         for (int64_t b = 0; b < nb; b++) deq_##name(src + b * TS, dst + b * QK);             \
     }
 
+/* The formats with AVX-512 rows (fused_avx512.h) take them where the build has AVX-512 */
+#ifdef GGR_AVX512
+#define DEFINE_KERNELS_512(name, QK, TS)                                                     \
+    static void rows_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
+        (void)xs;                                                                            \
+        for (int64_t i = lo; i < hi; i++) avx512_rows(job, i, row512_##name, QK, TS);        \
+    }                                                                                        \
+    static void dequant_##name(const uint8_t *src, int64_t nb, float *dst, int threads) {    \
+        _Pragma("omp parallel for schedule(static) num_threads(threads) if(threads > 1)")    \
+        for (int64_t b = 0; b < nb; b++) deq_##name(src + b * TS, dst + b * QK);             \
+    }
+#define ROW_KIND_512 3
+#else
+#define DEFINE_KERNELS_512(name, QK, TS) DEFINE_KERNELS(name, QK, TS)
+#define ROW_KIND_512 ROW_KIND
+#endif
+#ifdef GGR_AVX2
+#define ROW_KIND 2
+#else
+#define ROW_KIND 1
+#endif
+
 #define DEFINE_FLOAT_KERNELS(name, ES)                                                         \
     static void rows_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
         (void)xs;                                                                            \
         for (int64_t i = lo; i < hi; i++) FLOAT_BODY(name, ES);                                \
     }
 
-DEFINE_KERNELS(q4_0, 32, 18)
+DEFINE_KERNELS_512(q4_0, 32, 18)
 DEFINE_KERNELS(q4_1, 32, 20)
-DEFINE_KERNELS(q5_0, 32, 22)
-DEFINE_KERNELS(q5_1, 32, 24)
-DEFINE_KERNELS(q8_0, 32, 34)
+DEFINE_KERNELS_512(q5_0, 32, 22)
+DEFINE_KERNELS_512(q5_1, 32, 24)
+DEFINE_KERNELS_512(q8_0, 32, 34)
 DEFINE_KERNELS(q2_k, QK_K, 84)
 DEFINE_KERNELS(q3_k, QK_K, 110)
 DEFINE_KERNELS(q4_k, QK_K, 144)
 DEFINE_KERNELS(q5_k, QK_K, 176)
 DEFINE_KERNELS(q6_k, QK_K, 210)
-DEFINE_KERNELS(iq4_nl, 32, 18)
-DEFINE_KERNELS(iq4_xs, QK_K, 136)
+DEFINE_KERNELS_512(iq4_nl, 32, 18)
+DEFINE_KERNELS_512(iq4_xs, QK_K, 136)
 DEFINE_KERNELS(iq2_xxs, QK_K, 66)
 DEFINE_KERNELS(iq2_xs, QK_K, 74)
 DEFINE_KERNELS(iq2_s, QK_K, 82)
@@ -193,19 +220,35 @@ DEFINE_FLOAT_KERNELS(bf16, 2)
 DEFINE_Q8K_KERNELS(q4_k)
 DEFINE_Q8K_KERNELS(q6_k)
 #define ROWS_Q8K(name) rows_q8k_##name
+/* Integer rows against x in Q8_0 (xs->q80), see q80_avx2.h: with_min for the "_1" formats */
+#define DEFINE_Q80_KERNELS(name, TS, WITH_MIN)                                                  \
+    static void rows_q80_##name(const gemv_job *job, const x_sums *xs, int64_t lo, int64_t hi) { \
+        q80_rows(job, xs->q80, lo, hi, TS, idot_##name, WITH_MIN);                              \
+    }
+DEFINE_Q80_KERNELS(q4_0, 18, 0)
+DEFINE_Q80_KERNELS(q4_1, 20, 1)
+DEFINE_Q80_KERNELS(q5_0, 22, 0)
+DEFINE_Q80_KERNELS(q5_1, 24, 1)
+DEFINE_Q80_KERNELS(q8_0, 34, 0)
+DEFINE_Q80_KERNELS(iq4_nl, 18, 0)
+#define ROWS_Q80(name) rows_q80_##name
 #else
 #define ROWS_Q8K(name) NULL
+#define ROWS_Q80(name) NULL
 #endif
 
 /* ---- the format table, indexed by GGML type id ---- */
 
 typedef void (*rows_fn)(const gemv_job *, const x_sums *, int64_t, int64_t);
 
+enum { XR_NONE = 0, XR_Q8K = 1, XR_Q80 = 2 };   /* x rounded to Q8_K per 256 / to Q8_0 per 32 */
+
 typedef struct {
     int block_size, type_size;
     rows_fn rows;                                               /* float x */
     void (*dequant)(const uint8_t *, int64_t, float *, int);   /* NULL: not offered natively */
-    rows_fn rows_q8k;                                           /* x in Q8_K; NULL: none */
+    rows_fn rows_q8k;                                           /* integer rows; NULL: none */
+    int x_round;                                                /* the x they take: XR_Q8K or XR_Q80 */
 } format_ops;
 
 enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
@@ -215,17 +258,17 @@ enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, 
        GGML_TQ1_0 = 34, GGML_TQ2_0 = 35, GGML_MXFP4 = 39, GGML_TYPE_END = 64 };
 
 static const format_ops FORMATS[GGML_TYPE_END] = {
-    [GGML_Q4_0] = {32, 18, rows_q4_0, dequant_q4_0},
-    [GGML_Q4_1] = {32, 20, rows_q4_1, dequant_q4_1},
-    [GGML_Q5_0] = {32, 22, rows_q5_0, dequant_q5_0},
-    [GGML_Q5_1] = {32, 24, rows_q5_1, dequant_q5_1},
-    [GGML_Q8_0] = {32, 34, rows_q8_0, dequant_q8_0},
+    [GGML_Q4_0] = {32, 18, rows_q4_0, dequant_q4_0, ROWS_Q80(q4_0), XR_Q80},
+    [GGML_Q4_1] = {32, 20, rows_q4_1, dequant_q4_1, ROWS_Q80(q4_1), XR_Q80},
+    [GGML_Q5_0] = {32, 22, rows_q5_0, dequant_q5_0, ROWS_Q80(q5_0), XR_Q80},
+    [GGML_Q5_1] = {32, 24, rows_q5_1, dequant_q5_1, ROWS_Q80(q5_1), XR_Q80},
+    [GGML_Q8_0] = {32, 34, rows_q8_0, dequant_q8_0, ROWS_Q80(q8_0), XR_Q80},
     [GGML_Q2_K] = {QK_K, 84, rows_q2_k, dequant_q2_k},
     [GGML_Q3_K] = {QK_K, 110, rows_q3_k, dequant_q3_k},
-    [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k, ROWS_Q8K(q4_k)},
+    [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k, ROWS_Q8K(q4_k), XR_Q8K},
     [GGML_Q5_K] = {QK_K, 176, rows_q5_k, dequant_q5_k},
-    [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k, ROWS_Q8K(q6_k)},
-    [GGML_IQ4_NL] = {32, 18, rows_iq4_nl, dequant_iq4_nl},
+    [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k, ROWS_Q8K(q6_k), XR_Q8K},
+    [GGML_IQ4_NL] = {32, 18, rows_iq4_nl, dequant_iq4_nl, ROWS_Q80(iq4_nl), XR_Q80},
     [GGML_IQ4_XS] = {QK_K, 136, rows_iq4_xs, dequant_iq4_xs},
     [GGML_IQ2_XXS] = {QK_K, 66, rows_iq2_xxs, dequant_iq2_xxs},
     [GGML_IQ2_XS] = {QK_K, 74, rows_iq2_xs, dequant_iq2_xs},
@@ -258,6 +301,28 @@ int ggr_block_size(int type) { return ops(type) ? ops(type)->block_size : 0; }
 int ggr_type_size(int type) { return ops(type) ? ops(type)->type_size : 0; }
 int ggr_has_dequant(int type) { return ops(type) && ops(type)->dequant; }
 int ggr_has_q8k(int type) { return ops(type) && ops(type)->rows_q8k; }
+/* the rounding of x a type's integer rows take: XR_Q8K (1), XR_Q80 (2); 0 without such rows */
+int ggr_x_round(int type) { return ggr_has_q8k(type) ? ops(type)->x_round : XR_NONE; }
+/* 1 if the integer rows use VNNI dot products in this build */
+int ggr_has_vnni(void) {
+#ifdef GGR_VNNI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Which float-x decode rows a type takes in this build: 1 generic C, 2 AVX2, 3 AVX-512
+ * (the DEFINE_KERNELS_512 formats above); 0 unsupported. Fixed at compile time by -march. */
+int ggr_row_kind(int type) {
+    if (!ops(type)) return 0;
+    switch (type) {
+    case GGML_Q4_0: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_IQ4_NL: case GGML_IQ4_XS:
+        return ROW_KIND_512;
+    default:
+        return ROW_KIND;
+    }
+}
 
 /* ---- the gemv drivers ---- */
 
@@ -353,7 +418,7 @@ static int gemv_multi(const ggr_matrix *mats, int count, const float *x, int64_t
     gemv_job jobs[GGR_MAX_MATRICES];
     rows_fn fs[GGR_MAX_MATRICES];
     int64_t total = 0;
-    int q8k = 0, floats = 0;
+    int q8k = 0, q80 = 0, floats = 0;
     for (int j = 0; j < count; j++) total += mats[j].n;
     float *gate = act != ACT_NONE ? malloc(sizeof(float) * (size_t)(m * mats[0].n + 1)) : NULL;
     if (act != ACT_NONE && !gate) return -2;
@@ -366,18 +431,20 @@ static int gemv_multi(const ggr_matrix *mats, int count, const float *x, int64_t
         }
         const int int8 = (mats[j].flags & GGR_Q8K) && f->rows_q8k;
         fs[j] = int8 ? f->rows_q8k : f->rows;
-        q8k |= int8;
+        q8k |= int8 && f->x_round == XR_Q8K;
+        q80 |= int8 && f->x_round == XR_Q80;
         floats |= !int8;
         float *yj = act == ACT_NONE ? y + off : j == 0 ? gate : y;
         jobs[j] = (gemv_job){mats[j].w, mats[j].row_bytes, mats[j].n, m, k, x, yj,
                              act == ACT_NONE ? total : mats[j].n};
     }
     x_sums xs;
-    const int ok = prepare_x(&xs, x, m, k, floats, q8k);
+    const int ok = prepare_x(&xs, x, m, k, floats, q8k, q80);
     if (ok) run_jobs(jobs, fs, count, &xs, act, gate, threads < 1 ? 1 : threads);
     free(xs.s16);
     free(xs.s32);
     free(xs.q8);
+    free(xs.q80);
     free(gate);
     return ok ? 0 : -2;
 }

@@ -16,6 +16,33 @@
 #define GGR_Q8K_AVX2_H
 #include "fused_avx2.h"                 /* load32, mask8, hsum256, q6_k_codes */
 
+/* The two integer multiply-adds of the rows, on VNNI where the build has it (AVX512-VNNI with
+ * VL, or AVX-VNNI): the same exact int32 sums either way, in fewer instructions.
+ *   dot_u8s8(a, b): 8 int32 lanes, lane i = sum of a[4i+t] * b[4i+t] (a unsigned, b signed;
+ *                   without VNNI via maddubs, whose int16 pair sums must not saturate: every
+ *                   caller keeps |a b| pairs <= 2 * 128 * 127)
+ *   madd_acc(acc, a, b): acc + pairwise int16 products summed into int32 lanes */
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define GGR_VNNI "AVX512-VNNI"
+INLINE __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b); }
+INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
+#elif defined(__AVXVNNI__)
+#define GGR_VNNI "AVX-VNNI"
+INLINE __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b); }
+INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_avx_epi32(acc, a, b); }
+#else
+INLINE __m256i dot_u8s8(__m256i a, __m256i b) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
+}
+INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+#endif
+
+INLINE int32_t hsum_i32(__m256i v) {
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1)));
+}
+
 /* horizontal max / min of 8 floats */
 INLINE float hmax8(__m256 v) {
     v = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
@@ -105,8 +132,8 @@ INLINE float dot_q4_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
             const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(q, low4), load32(y[i].qs + 64 * g));
             const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
                                                     load32(y[i].qs + 64 * g + 32));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(I16_LANE(sc, 2 * g), lo));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(I16_LANE(sc, 2 * g + 1), hi));
+            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g), lo);
+            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g + 1), hi);
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -133,7 +160,7 @@ INLINE float dot_q6_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
                 /* int16 lanes 0-7 (weights 0-15): scale g, lanes 8-15: scale g + 1 */
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(0x0101010101010101LL * (g + 1),
                                                                                             0x0101010101010101LL * g)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                sumi = madd_acc(sumi, s, p);
             }
         }
         sumi = _mm256_sub_epi32(sumi, offs);
