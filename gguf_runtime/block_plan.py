@@ -20,10 +20,8 @@ correct the moment it loads and fast once the native step learns its plan.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import asdict, dataclass, field
-
+from typing import TYPE_CHECKING
 
 import torch
 

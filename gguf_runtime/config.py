@@ -34,6 +34,9 @@ class _Keys:
     def __init__(self, meta: dict[str, Any], arch: str, source: str):
         self.meta, self.arch, self.source = meta, arch, source
 
+    def has(self, suffix: str) -> bool:
+        return f"{self.arch}.{suffix}" in self.meta
+
     def _bad(self, suffix: str, what: str) -> GGUFFormatError:
         return GGUFFormatError(f"{self.source}: metadata key {self.arch}.{suffix} {what}")
 
@@ -123,7 +126,7 @@ class ModelConfig:
     value_length: int
     rope_dimension_count: int
     rope_freq_base: float
-    rope_freq_base_swa: float
+    rope_freq_base_swa: float | None             # None: the file has no rope.freq_base_swa
     rope_scaling: RopeScaling
     norm_epsilon: float
     vocab_size: int
@@ -187,7 +190,8 @@ class ModelConfig:
             value_length=k.int("attention.value_length", n_embd // heads[0], lo=1, hi=MAX_WIDTH),
             rope_dimension_count=k.int("rope.dimension_count", key_length, hi=MAX_WIDTH),
             rope_freq_base=k.float("rope.freq_base", 10000.0, lo=1e-30),
-            rope_freq_base_swa=k.float("rope.freq_base_swa", 10000.0, lo=1e-30),
+            rope_freq_base_swa=(k.float("rope.freq_base_swa", lo=1e-30) if k.has("rope.freq_base_swa")
+                                else None),
             rope_scaling=_rope_scaling(k),
             norm_epsilon=_norm_epsilon(k, layer_norm),
             vocab_size=k.int("vocab_size", len(tokens) if isinstance(tokens, list) else 0),

@@ -153,36 +153,34 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     when it can run (quant.kernels.attention), else torch. `sinks` (H,) (gpt-oss): one more
     logit per head in the softmax, whose probability is dropped (ggml_soft_max_ext's sinks)."""
     n_head, n_tok = q.shape[0], q.shape[1]
-    if sinks is not None:
-        return _attention_with_sinks(q, k, v, mask, scale, sinks)
-    if n_tok == 1 and mask is None:
+    if n_tok == 1 and mask is None and sinks is None:
         out = attend_one(q.reshape(n_head, -1), k, v, scale, cap)     # (H, Dv)
         if out is not None:
             return out.view(1, -1)
     k, v = k.to(q.dtype), v.to(q.dtype)
-    if cap:
-        rep = n_head // k.shape[0]
-        k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
-        scores = softcap(q @ k.transpose(1, 2) * scale, cap)   # (H, T, S)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        out = torch.softmax(scores, dim=-1) @ v                # (H, T, Dv)
+    if cap or sinks is not None:
+        out = _manual_attention(q, k, v, mask, scale, cap, sinks)      # (H, T, Dv)
     else:
         out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask,
                                              scale=scale, enable_gqa=True)[0]
     return out.transpose(0, 1).reshape(n_tok, -1)
 
 
-def _attention_with_sinks(q, k, v, mask, scale: float, sinks: torch.Tensor) -> torch.Tensor:
+def _manual_attention(q, k, v, mask, scale: float, cap: float, sinks: torch.Tensor | None) -> torch.Tensor:
+    """softmax(softcap(q k^T * scale) masked [, sinks]) v, written out: what SDPA cannot do.
+    Returns (H, T, Dv)."""
     n_head, n_tok = q.shape[0], q.shape[1]
     rep = n_head // k.shape[0]
-    k, v = k.to(q.dtype).repeat_interleave(rep, 0), v.to(q.dtype).repeat_interleave(rep, 0)
+    k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
     scores = q @ k.transpose(1, 2) * scale                     # (H, T, S)
+    if cap:
+        scores = softcap(scores, cap)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
+    if sinks is None:
+        return torch.softmax(scores, dim=-1) @ v
     scores = torch.cat([scores, sinks.view(n_head, 1, 1).expand(n_head, n_tok, 1)], dim=-1)
-    probs = torch.softmax(scores, dim=-1)[..., :-1]           # (H, T, S)
-    return (probs @ v).transpose(0, 1).reshape(n_tok, -1)
+    return torch.softmax(scores, dim=-1)[..., :-1] @ v        # the sink's probability dropped
 
 
 def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:

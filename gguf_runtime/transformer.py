@@ -179,10 +179,14 @@ class Transformer:
         return mla_rope_scaling(self.config) if b.mla is not None else self.config.rope_scaling
 
     def _rope_base(self, swa: bool) -> float:
+        """A sliding-window layer's base: the file's rope.freq_base_swa; without one, the global
+        base for swa_rope "global" (gpt-oss) and llama.cpp's default 10000 otherwise."""
         c = self.config
-        if swa and self.spec.swa_rope == "global" and f"{c.architecture}.rope.freq_base_swa" not in self.gf.metadata:
+        if not swa:
             return c.rope_freq_base
-        return c.rope_freq_base_swa if swa else c.rope_freq_base
+        if c.rope_freq_base_swa is None:
+            return c.rope_freq_base if self.spec.swa_rope == "global" else 10000.0
+        return c.rope_freq_base_swa
 
     def _shared_rope(self, params: RopeParams) -> Rope:
         """One Rope per distinct parameter set, shared by the layers that use it."""

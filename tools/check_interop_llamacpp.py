@@ -41,7 +41,7 @@ from gguf import GGUFReader, quants  # noqa: E402
 
 import gguf_runtime  # noqa: E402
 from gguf_runtime.convert import convert  # noqa: E402
-from gguf_runtime.convert.arch import HParams, detect_family  # noqa: E402
+from gguf_runtime.convert.arch import detect_family  # noqa: E402
 from gguf_runtime.errors import UnsupportedError  # noqa: E402
 from tests import tiny_models  # noqa: E402
 from tests.tiny_models import (VOCAB, gguf_metadata, gguf_tensor_table,  # noqa: E402
@@ -89,7 +89,7 @@ def tiny_models_to_check() -> tuple[list[TinyModel], dict[str, str]]:
         cfg = getattr(transformers, case.config_class)(**{**tiny_moe.COMMON, **case.config})
         cfg.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[cfg.model_type]]
         try:
-            detect_family(HParams(cfg.to_dict(), name))
+            detect_family(cfg.to_dict(), name)
             found.append(TinyModel(name, "tiny_moe", case.build))
         except UnsupportedError as e:
             missing[name] = str(e).split(";")[0]

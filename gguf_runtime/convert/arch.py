@@ -47,20 +47,21 @@ Family = ConvertSpec
 FAMILIES: dict[str, ConvertSpec] = CONVERTERS
 
 
-def detect_family(h: HParams) -> Family:
-    """The Family of config.json's `architectures[0]`; UnsupportedError listing the known ones."""
-    archs = h.cfg.get("architectures")
+def detect_family(cfg: dict, source: str) -> tuple[Family, HParams]:
+    """The Family of config.json's `architectures[0]` and the model's HParams, read after the
+    family's config_fix (its own keys -> the standard ones); UnsupportedError listing the known
+    architectures."""
+    archs = cfg.get("architectures")
     name = archs[0] if isinstance(archs, list) and archs else None
     if name not in HF_ARCHITECTURES:
-        raise UnsupportedError(f"{h.source}: architecture {name!r} is not supported; supported: "
+        raise UnsupportedError(f"{source}: architecture {name!r} is not supported; supported: "
                                f"{', '.join(HF_ARCHITECTURES)}")
     family = FAMILIES[HF_ARCHITECTURES[name]]
-    if family.config_fix is not None:
-        h.__init__(family.config_fix(h.cfg), h.source)      # the family's keys -> standard ones
+    h = HParams(family.config_fix(cfg) if family.config_fix is not None else cfg, source)
     kind = str(h.global_rope.get("rope_type", "")).lower()
     if kind == "llama3" and family.arch != "llama":
         raise UnsupportedError(f"{h.source}: llama3 rope scaling is supported for llama only")
-    return family
+    return family, h
 
 
 def hyperparameters(family: Family, h: HParams) -> KV:

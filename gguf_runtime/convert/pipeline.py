@@ -115,8 +115,7 @@ def convert(src_dir, out_path, out_type: str = "F16", force: bool = False,
     check_output(out, force)
     src = HFSource(src_dir)
     try:
-        h = HParams(src.config, str(src.folder))
-        family = detect_family(h)
+        family, h = detect_family(src.config, str(src.folder))
         job = Job(src, h, family, load_vocab(src.folder, h, family.arch), ft, pure)
         if job.vocab is None:
             notice(f"{src.folder}: no tokenizer.json / tokenizer.model: the GGUF gets no vocabulary "
