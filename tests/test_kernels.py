@@ -6,8 +6,9 @@ rows and W row counts that no thread count divides. Float32 kernels only differ 
 by summation order and by factoring scales out of block sums, so the error is bounded by
 TOL_EPS float32 epsilons times sqrt(K) times sum_j |x_j| |w_ij| (plus rtol on the result).
 Native tests skip when the native library cannot be built here (no compiler).
-The "q8k" decode kernels round x to Q8_K first (Q4_K, Q6_K): their oracle is x' @ W.T with x'
-= reference.q8k_round(x), the same tolerance (the integer sums are exact).
+The "q8k" decode kernels round x first (Q8_K for the K-quants and IQ4_XS, Q8_0 for the 32-weight
+formats): their oracle is x' @ W.T with x' = reference.q8k_round(x) / q8_0_round(x), the same
+tolerance (the integer sums are exact).
 """
 
 from __future__ import annotations
@@ -399,7 +400,8 @@ def test_native_decode_matches_oracle_on_random_shapes(qtype, n, m, blocks, seed
     assert_close(out, x, w)
 
 
-INTEGER_ROW_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q6_K)
+INTEGER_ROW_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
+                     T.IQ4_XS)
 
 
 @settings(max_examples=60, deadline=None)

@@ -219,6 +219,10 @@ DEFINE_FLOAT_KERNELS(bf16, 2)
     }
 DEFINE_Q8K_KERNELS(q4_k)
 DEFINE_Q8K_KERNELS(q6_k)
+DEFINE_Q8K_KERNELS(q5_k)
+DEFINE_Q8K_KERNELS(iq4_xs)
+DEFINE_Q8K_KERNELS(q2_k)
+DEFINE_Q8K_KERNELS(q3_k)
 #define ROWS_Q8K(name) rows_q8k_##name
 /* Integer rows against x in Q8_0 (xs->q80), see q80_avx2.h: with_min for the "_1" formats */
 #define DEFINE_Q80_KERNELS(name, TS, WITH_MIN)                                                  \
@@ -263,13 +267,13 @@ static const format_ops FORMATS[GGML_TYPE_END] = {
     [GGML_Q5_0] = {32, 22, rows_q5_0, dequant_q5_0, ROWS_Q80(q5_0), XR_Q80},
     [GGML_Q5_1] = {32, 24, rows_q5_1, dequant_q5_1, ROWS_Q80(q5_1), XR_Q80},
     [GGML_Q8_0] = {32, 34, rows_q8_0, dequant_q8_0, ROWS_Q80(q8_0), XR_Q80},
-    [GGML_Q2_K] = {QK_K, 84, rows_q2_k, dequant_q2_k},
-    [GGML_Q3_K] = {QK_K, 110, rows_q3_k, dequant_q3_k},
+    [GGML_Q2_K] = {QK_K, 84, rows_q2_k, dequant_q2_k, ROWS_Q8K(q2_k), XR_Q8K},
+    [GGML_Q3_K] = {QK_K, 110, rows_q3_k, dequant_q3_k, ROWS_Q8K(q3_k), XR_Q8K},
     [GGML_Q4_K] = {QK_K, 144, rows_q4_k, dequant_q4_k, ROWS_Q8K(q4_k), XR_Q8K},
-    [GGML_Q5_K] = {QK_K, 176, rows_q5_k, dequant_q5_k},
+    [GGML_Q5_K] = {QK_K, 176, rows_q5_k, dequant_q5_k, ROWS_Q8K(q5_k), XR_Q8K},
     [GGML_Q6_K] = {QK_K, 210, rows_q6_k, dequant_q6_k, ROWS_Q8K(q6_k), XR_Q8K},
     [GGML_IQ4_NL] = {32, 18, rows_iq4_nl, dequant_iq4_nl, ROWS_Q80(iq4_nl), XR_Q80},
-    [GGML_IQ4_XS] = {QK_K, 136, rows_iq4_xs, dequant_iq4_xs},
+    [GGML_IQ4_XS] = {QK_K, 136, rows_iq4_xs, dequant_iq4_xs, ROWS_Q8K(iq4_xs), XR_Q8K},
     [GGML_IQ2_XXS] = {QK_K, 66, rows_iq2_xxs, dequant_iq2_xxs},
     [GGML_IQ2_XS] = {QK_K, 74, rows_iq2_xs, dequant_iq2_xs},
     [GGML_IQ2_S] = {QK_K, 82, rows_iq2_s, dequant_iq2_s},

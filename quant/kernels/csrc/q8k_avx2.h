@@ -1,4 +1,5 @@
-/* Integer decode rows for Q4_K and Q6_K against x rounded to Q8_K (AVX2), as llama.cpp does.
+/* Integer decode rows for the K-quants (Q2_K-Q6_K) and IQ4_XS against x rounded to Q8_K (AVX2,
+ * VNNI where the build has it), as llama.cpp pairs them.
  *
  * x is quantized once per call, per row and per 256 values, to a Q8_K block (quantize_q8k):
  *     d = max / -127 (max: the value of largest |x|; 0 for an all-zero block),
@@ -9,7 +10,7 @@
  * int32, and one float multiply per block by d_w * d_x finishes it. The offsets go through bsums:
  *     Q4_K: w = (d sc) q - (dmin m)   ->  d d_x sum sc_s (q.qs)_s  -  dmin d_x sum m_s bsums32_s
  *     Q6_K: w = (d sc) (q - 32)       ->  d d_x (sum sc_g (q.qs)_g  -  32 sum sc_g bsums_g)
- * The integer sums are exact, so the result equals x' @ W.T in float64 (x' = d * qs, the
+ * and likewise Q5_K (Q4_K's), Q2_K, Q3_K and IQ4_XS (at each row). The integer sums are exact, so the result equals x' @ W.T in float64 (x' = d * qs, the
  * dequantized Q8_K x) up to the float rounding of a few products per block.
  */
 #ifndef GGR_Q8K_AVX2_H
@@ -161,6 +162,118 @@ INLINE float dot_q6_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(0x0101010101010101LL * (g + 1),
                                                                                             0x0101010101010101LL * g)));
                 sumi = madd_acc(sumi, s, p);
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, offs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum256(acc);
+}
+
+/* one W row of nb Q5_K blocks . one x row of nb Q8_K blocks: Q4_K's sums with 5-bit codes
+ * (the qh bit as 16; maddubs pairs <= 2 * 31 * 127) */
+INLINE float dot_q5_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
+    const __m256i low4 = mask8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q5_k *b = (const blk_q5_k *)(row + i * sizeof(blk_q5_k));
+        const __m256i sm = q4k_scales_mins(b->scales);
+        const __m256i bs = load32(y[i].bsums);
+        const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        const __m128i mins = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), bs32);
+        const float dx = y[i].d;
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dx * ld_f16(b->dmin)), _mm_cvtepi32_ps(mins), acc_m);
+        const __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
+        const __m256i qh = load32(b->qh);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int g = 0; g < 4; g++) {                     /* sub-blocks 2g (low nibbles), 2g+1 (high) */
+            const __m256i q = load32(b->qs + 32 * g);
+            const __m256i c0 = _mm256_or_si256(_mm256_and_si256(q, low4), _mm256_slli_epi16(bits_at(qh, 2 * g, 1), 4));
+            const __m256i c1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+                                               _mm256_slli_epi16(bits_at(qh, 2 * g + 1, 1), 4));
+            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g), _mm256_maddubs_epi16(c0, load32(y[i].qs + 64 * g)));
+            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g + 1), _mm256_maddubs_epi16(c1, load32(y[i].qs + 64 * g + 32)));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    return hsum256(acc) - _mm_cvtss_f32(_mm_add_ss(acc_m, _mm_movehdup_ps(acc_m)));
+}
+
+/* one W row of nb IQ4_XS blocks . one x row of nb Q8_K blocks: per 32 weights the int8 values
+ * . qs (signed x signed, as q80_avx2.h's dot_s8s8) times the sub-block's integer scale sc - 32;
+ * a lane sums at most 8 x 4 products of 127 x 127 times 32 < 2^24, exact as a float */
+INLINE float dot_iq4_xs_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_iq4_xs *b = (const blk_iq4_xs *)(row + i * sizeof(blk_iq4_xs));
+        const int sh = b->scales_h[0] | (b->scales_h[1] << 8);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int s = 0; s < 8; s++) {
+            const int ls = (((b->scales_l[s / 2] >> (4 * (s % 2))) & 0x0F) | (((sh >> (2 * s)) & 3) << 4)) - 32;
+            const __m256i v = iq4_codes(b->qs + 16 * s), x = load32(y[i].qs + 32 * s);
+            const __m256i dot = dot_u8s8(_mm256_sign_epi8(v, v), _mm256_sign_epi8(x, v));
+            sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(dot, _mm256_set1_epi32(ls)));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum256(acc);
+}
+
+/* int16 lanes 0-7 = sc8[g], lanes 8-15 = sc8[g + 1] (int8 scales widened) */
+INLINE __m256i pair_scales(__m128i sc8, int g) {
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(0x0101010101010101LL * (g + 1),
+                                                                     0x0101010101010101LL * g)));
+}
+
+/* one W row of nb Q2_K blocks . one x row of nb Q8_K blocks (16-weight groups g):
+ *     w = (d sc_g) q - (dmin m_g)  ->  d d_x sum_g sc_g (q.qs)_g  -  dmin d_x sum_g m_g bsums_g */
+INLINE float dot_q2_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    float acc_m = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q2_k *b = (const blk_q2_k *)(row + i * sizeof(blk_q2_k));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b->scales);
+        const __m128i sc = _mm_and_si128(raw, _mm_set1_epi8(0x0F)), mn = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
+        const int32_t mins = hsum_i32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(mn), load32(y[i].bsums)));
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i qs = load32(b->qs + 32 * h);
+            for (int s = 0; s < 4; s++) {             /* weights 128h + 32s ..: groups 8h+2s, 8h+2s+1 */
+                const __m256i p = _mm256_maddubs_epi16(bits_at(qs, 2 * s, 3), load32(y[i].qs + 128 * h + 32 * s));
+                sumi = madd_acc(sumi, pair_scales(sc, 8 * h + 2 * s), p);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
+        acc_m += y[i].d * ld_f16(b->dmin) * (float)mins;
+    }
+    return hsum256(acc) - acc_m;
+}
+
+/* one W row of nb Q3_K blocks . one x row of nb Q8_K blocks: with u = q + 4 in 0..7 (the low
+ * 2 bits, plus 4 where the hmask bit is set),
+ *     w = (d sc'_g) q  ->  d d_x (sum_g sc'_g (u.qs)_g  -  4 sum_g sc'_g bsums_g),  sc' = sc - 32 */
+INLINE float dot_q3_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q3_k *b = (const blk_q3_k *)(row + i * sizeof(blk_q3_k));
+        const uint32_t s0 = ld_u32(b->scales), s1 = ld_u32(b->scales + 4), hc = ld_u32(b->scales + 8);
+        const uint32_t m4 = 0x0F0F0F0F, m2 = 0x03030303;   /* scale layout: blocks.h, as fused_avx2's row_q3_k */
+        const __m128i sc = _mm_sub_epi8(_mm_set_epi32((int)(((s1 >> 4) & m4) | (((hc >> 6) & m2) << 4)),
+                                                      (int)(((s0 >> 4) & m4) | (((hc >> 4) & m2) << 4)),
+                                                      (int)((s1 & m4) | (((hc >> 2) & m2) << 4)),
+                                                      (int)((s0 & m4) | ((hc & m2) << 4))),
+                                        _mm_set1_epi8(32));
+        const __m256i offs = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load32(y[i].bsums)), 2);
+        const __m256i hmask = load32(b->hmask);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i qs = load32(b->qs + 32 * h);
+            for (int s = 0; s < 4; s++) {
+                const __m256i u = _mm256_or_si256(bits_at(qs, 2 * s, 3), _mm256_slli_epi16(bits_at(hmask, 4 * h + s, 1), 2));
+                const __m256i p = _mm256_maddubs_epi16(u, load32(y[i].qs + 128 * h + 32 * s));
+                sumi = madd_acc(sumi, pair_scales(sc, 8 * h + 2 * s), p);
             }
         }
         sumi = _mm256_sub_epi32(sumi, offs);
