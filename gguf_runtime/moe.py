@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from quant import QuantError
-from quant.kernels.block_step import ExpertsStep, bind_experts
+from quant.kernels.block_step import (ExpertsStep, GGRRouting, MoEStep, bind_experts, bind_moe, native_route,
+                                      routing_job)
 from quant.kernels.registry import env_spec
 from quant.qlinear import ExpertStack, QLinear, QLinearGroup
 
@@ -96,14 +97,18 @@ def is_sparse(c: ModelConfig, layer: int) -> bool:
     return c.expert_count > 0 and layer >= c.leading_dense_block_count
 
 
-def route(logits: torch.Tensor, r: Routing,
-          bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def route(logits: torch.Tensor, r: Routing, bias: torch.Tensor | None = None,
+          job: GGRRouting | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Router logits (T, E) -> weights (T, K) and selected expert ids (T, K), best first.
 
     `bias` (E,) (DeepSeek-V3's exp_probs_b) shifts the probabilities for the selection only;
     the weights are the unbiased probabilities of the selected experts. "softmax_weight"
-    (gpt-oss): the top k of the logits, weighted by the softmax over those k.
+    (gpt-oss): the top k of the logits, weighted by the softmax over those k. With `job`
+    (native_routing_job: softmax / sigmoid without groups) the same math runs natively, as the
+    one-call decode step runs it, so a prompt's tokens and generated ones route alike.
     """
+    if job is not None:
+        return native_route(logits, job)
     if r.gating == "softmax_weight":
         top = logits.topk(r.n_used, dim=-1)                               # (T, K)
         weights = torch.softmax(top.values, -1)
@@ -119,6 +124,11 @@ def route(logits: torch.Tensor, r: Routing,
     if r.scale != 1.0:
         weights = weights * r.scale
     return weights, selected
+
+
+def native_routing_job(r: Routing, bias: torch.Tensor | None) -> GGRRouting | None:
+    """The native routing of `r` (softmax / sigmoid, no group limit), or None (torch's route)."""
+    return None if r.n_group > 1 else routing_job(r.n_used, r.gating, r.norm, r.scale, bias)
 
 
 def _limit_groups(select: torch.Tensor, n_group: int, n_used: int) -> torch.Tensor:
@@ -149,11 +159,18 @@ class MoE:
     exps_bias: tuple | None = None                   # gpt-oss: (gate (E, F), up (E, F), down (E, D))
     _gate_up: dict = field(default_factory=dict, repr=False)   # expert -> its QLinearGroup
     _steps: dict = field(default_factory=dict, repr=False)     # GGUF_RUNTIME_KERNELS -> ExpertsStep
+    _jobs: dict = field(default_factory=dict, repr=False)      # GGUF_RUNTIME_KERNELS -> GGRRouting
+    _moe_steps: dict = field(default_factory=dict, repr=False)  # GGUF_RUNTIME_KERNELS -> MoEStep
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(T, D) normed hidden states -> (T, D) FFN output."""
-        weights, selected = route(self.ffn_gate_inp(x), self.routing, self.exp_probs_b)
-        out = self._routed(x, weights, selected)
+        step = self._moe_step() if x.shape[0] == 1 else None
+        if step is not None:                    # router, routing and experts in one native call
+            out, ids = step(x.contiguous())
+            self._mark_touched(ids)
+        else:
+            weights, selected = route(self.ffn_gate_inp(x), self.routing, self.exp_probs_b, self._routing_job())
+            out = self._routed(x, weights, selected)
         if self.ffn_up_shexp is not None:
             out = out + self._shared(x)
         return out
@@ -204,6 +221,22 @@ class MoE:
             self._steps[key] = bind_experts(self.ffn_gate_exps, self.ffn_up_exps, self.ffn_down_exps,
                                             self.activation)
         return self._steps[key]
+
+    def _routing_job(self) -> GGRRouting | None:
+        key = env_spec()
+        if key not in self._jobs:
+            self._jobs[key] = native_routing_job(self.routing, self.exp_probs_b)
+        return self._jobs[key]
+
+    def _moe_step(self) -> MoEStep | None:
+        """The one-call routed step where it computes what the calls it replaces compute: an
+        experts step, native routing, a router without bias whose decode kernel is native."""
+        key = env_spec()
+        if key not in self._moe_steps:
+            router = self.ffn_gate_inp
+            plain = router.bias is None and not router.exact
+            self._moe_steps[key] = bind_moe(self._experts_step(), router.weight, self._routing_job()) if plain else None
+        return self._moe_steps[key]
 
     def _mark_touched(self, ids: list[int]) -> None:
         """ExpertStack.touched bookkeeping for experts run without `expert(e)`."""

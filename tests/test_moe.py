@@ -128,7 +128,32 @@ def test_one_call_attention_step_is_bit_identical(built, name, monkeypatch):
         native_experts = name != "gpt-oss"
         assert sparse and all((m._experts_step() is not None) == (native_experts and m.ffn_gate_exps is not None)
                               for m in sparse)
+        # router + routing + experts as one call where the routing is native (no group limit)
+        assert all((m._moe_step() is not None) == (m._experts_step() is not None and m.routing.n_group <= 1
+                                                   and m.ffn_gate_inp.bias is None)
+                   for m in sparse)
     assert_block_step_is_op_by_op(path, IDS, len(PROMPT), n_fused, monkeypatch)
+
+
+@pytest.mark.parametrize("gating", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("norm, scale, biased", [(False, 1.0, False), (True, 1.0, False), (True, 2.5, True)])
+def test_native_routing_is_torchs_routing(gating, norm, scale, biased):
+    """moe.route's native form (what prompts and the one-call decode step use) picks the experts
+    torch's form picks, best first, with the same weights to float32 rounding."""
+    from gguf_runtime.moe import Routing, native_routing_job, route
+    if native.load() is None:
+        pytest.skip("no native library")
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(33, 64, generator=gen) * 3
+    bias = torch.rand(64, generator=gen) * 0.5 if biased else None
+    r = Routing(64, 6, gating, norm, scale)
+    job = native_routing_job(r, bias)
+    assert job is not None
+    w_native, ids_native = route(logits, r, bias, job)
+    w_torch, ids_torch = route(logits, r, bias)
+    assert torch.equal(ids_native, ids_torch)
+    torch.testing.assert_close(w_native, w_torch, rtol=1e-6, atol=1e-7)
+    assert native_routing_job(Routing(64, 6, gating, norm, scale, n_group=8, n_group_used=3), bias) is None
 
 
 @pytest.mark.parametrize("name", list(CASES))

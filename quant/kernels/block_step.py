@@ -266,3 +266,68 @@ def bind_experts(gate: ExpertStack | None, up: ExpertStack, down: ExpertStack, a
         return None
     job = GGRExperts(*mats, n_expert=gate.n_expert, act=native.ACT_CODES[act])
     return ExpertsStep(job, (gate, up, down), down.out_features)
+
+
+class GGRRouting(ctypes.Structure):
+    """ggr_routing of csrc/block_step.h: k experts per token, gating 1 softmax / 2 sigmoid,
+    renormalise, scale, optional selection bias."""
+
+    _fields_ = [("k", ctypes.c_int32), ("gating", ctypes.c_int32), ("norm", ctypes.c_int32),
+                ("scale", ctypes.c_float), ("bias", ctypes.c_void_p)]
+
+
+GATINGS = {"softmax": 1, "sigmoid": 2}           # ggr_routing.gating
+
+
+def routing_job(k: int, gating: str, norm: bool, scale: float, bias: torch.Tensor | None) -> GGRRouting | None:
+    """The ggr_routing of a router, or None where the native routing cannot run it (another
+    gating, no library, a bias that is not a contiguous float32 vector); `bias` must outlive it."""
+    if gating not in GATINGS or native.load() is None or not backend_enabled("native"):
+        return None
+    if bias is not None and not (bias.dtype == torch.float32 and bias.is_contiguous() and bias.dim() == 1):
+        return None
+    return GGRRouting(k, GATINGS[gating], int(norm), scale, _ptr(bias))
+
+
+def native_route(logits: torch.Tensor, job: GGRRouting) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits (T, E) -> weights (T, K) float32 and ids (T, K) int64, best first, through
+    ggr_route (softmax / sigmoid in float32 with expf, ties to the lower id)."""
+    x = logits.to(torch.float32).contiguous()
+    t, e = x.shape
+    ids = torch.empty(t, job.k, dtype=torch.int32)
+    weights = torch.empty(t, job.k)
+    if native.load().ggr_route(x.data_ptr(), t, e, ctypes.byref(job), ids.data_ptr(), weights.data_ptr()):
+        raise QuantError(f"native routing rejected {job.k} of {e} experts")
+    return weights, ids.long()
+
+
+class MoEStep:
+    """A sparse FFN's routed part for one token bound once (router, routing, experts): `step(x)`
+    -> ((1, D) output, expert ids in the order run). Equal to moe.MoE's router call + native_route
+    + ExpertsStep in one native call (same kernels, same order)."""
+
+    def __init__(self, experts: ExpertsStep, router: native.GGRMatrix, routing: GGRRouting, keep: tuple):
+        self.experts, self.router, self.routing, self._keep = experts, router, routing, keep
+        self._fn = native.load().ggr_moe_step
+        self._refs = (ctypes.byref(experts.job), ctypes.byref(router), ctypes.byref(routing))
+        self._ids, self._w = (ctypes.c_int32 * routing.k)(), (ctypes.c_float * routing.k)()
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        d = self.experts.d
+        if x.numel() != d or x.dtype != torch.float32 or not x.is_contiguous():
+            raise QuantError(f"MoE step: x {tuple(x.shape)} {x.dtype}; it takes one contiguous float32 row of {d}")
+        out = torch.empty(1, d)
+        if self._fn(*self._refs, x.data_ptr(), out.data_ptr(), self._ids, self._w, threads()):
+            raise QuantError(f"native MoE step rejected the router's choice of {self.routing.k} experts")
+        return out, list(self._ids)
+
+
+def bind_moe(experts: ExpertsStep | None, router: QTensor, routing: GGRRouting | None) -> MoEStep | None:
+    """The one-call routed step, or None where it cannot run (no experts step or routing job, a
+    router whose decode kernel is not native)."""
+    if experts is None or routing is None:
+        return None
+    mat = _matrix(router)
+    if mat is None or router.shape != (experts.job.n_expert, experts.d):
+        return None
+    return MoEStep(experts, mat, routing, (router,))

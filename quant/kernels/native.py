@@ -57,7 +57,7 @@ CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract
 # flag sets tried after CFLAGS fails: (flags dropped, what the warning says is lost)
 FALLBACK_DROPS = ((("-fopenmp",), "OpenMP: the kernels run on one thread"),
                   (("-fopenmp", "-march=native"), "OpenMP and -march=native: one thread, no AVX2 rows"))
-ABI_VERSION = 7
+ABI_VERSION = 8
 ENV_CACHE = "GGUF_RUNTIME_CACHE"
 # -march for the build instead of "native" (e.g. x86-64-v3: AVX2 without AVX-512; x86-64-v2:
 # no AVX2, so no q8k rows): runs the suite as a CPU of that kind would (with torch's
@@ -190,6 +190,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "ggr_dequant": [i32, ptr, i64, ptr, i32],
         "ggr_block_step": [ptr, ptr, i64, ptr, ptr, ptr, ptr, i32, i64, ptr, i32],
         "ggr_experts_step": [ptr, ptr, ptr, ptr, i32, ptr, i32],
+        "ggr_route": [ptr, i64, i64, ptr, ptr, ptr],
+        "ggr_moe_step": [ptr, ptr, ptr, ptr, ptr, ptr, ptr, i32],
         "ggr_set_grids": [ptr] * 7, "ggr_grids_ready": [],
     }
     for name, args in signatures.items():

@@ -147,6 +147,78 @@ static int experts_step(const ggr_experts *s, const float *x, const int32_t *ids
     return rc;
 }
 
+/* One token's routing, as gguf_runtime.moe.route for gating 1 (softmax) or 2 (sigmoid):
+ *   p = softmax(l) | sigmoid(l) over the e router logits l (float32, expf; the softmax subtracts
+ *   the max and sums in expert order), selection by p + bias (bias may be NULL) best first,
+ *   ties to the lower id; w_j = p[id_j], then with `norm` w /= max(sum w, 2^-14) (ggml's clamp),
+ *   then w *= scale. p: scratch of e floats. */
+typedef struct {
+    int32_t k, gating, norm;
+    float scale;
+    const float *bias;      /* (e,) selection bias (DeepSeek-V3's exp_probs_b) or NULL */
+} ggr_routing;
+
+static int route_row(const float *l, int64_t e, const ggr_routing *r, float *p, int32_t *ids, float *w) {
+    if (r->k < 1 || r->k > e || (r->gating != 1 && r->gating != 2)) return -1;
+    if (r->gating == 1) {
+        float top = l[0], sum = 0.0f;
+        for (int64_t j = 1; j < e; j++) top = l[j] > top ? l[j] : top;
+        for (int64_t j = 0; j < e; j++) sum += (p[j] = expf(l[j] - top));
+        for (int64_t j = 0; j < e; j++) p[j] /= sum;
+    } else {
+        for (int64_t j = 0; j < e; j++) p[j] = 1.0f / (1.0f + expf(-l[j]));
+    }
+    float total = 0.0f;
+    for (int s = 0; s < r->k; s++) {            /* k small: one scan per pick */
+        int64_t best = -1;
+        float best_score = 0.0f;
+        for (int64_t j = 0; j < e; j++) {
+            int taken = 0;
+            for (int t = 0; t < s; t++) taken |= ids[t] == j;
+            const float score = r->bias ? p[j] + r->bias[j] : p[j];
+            if (!taken && (best < 0 || score > best_score)) best = j, best_score = score;
+        }
+        ids[s] = (int32_t)best;
+        total += (w[s] = p[best]);
+    }
+    const float div = total > 6.103515625e-5f ? total : 6.103515625e-5f;
+    for (int s = 0; s < r->k; s++) {
+        if (r->norm) w[s] /= div;
+        if (r->scale != 1.0f) w[s] *= r->scale;
+    }
+    return 0;
+}
+
+/* t rows of logits (t, e) -> ids (t, k) and weights (t, k). Returns 0, -1 on bad sizes, -2 no memory. */
+static int route_rows(const float *logits, int64_t t, int64_t e, const ggr_routing *r, int32_t *ids, float *w) {
+    float *p = malloc(sizeof(float) * (size_t)(e > 0 ? e : 1));
+    if (!p) return -2;
+    int rc = e < 1 ? -1 : 0;
+    for (int64_t i = 0; i < t && !rc; i++) rc = route_row(logits + i * e, e, r, p, ids + i * r->k, w + i * r->k);
+    free(p);
+    return rc;
+}
+
+/* A sparse FFN's routed part for one token in one call: logits = router @ x (gemv_multi, as
+ * the router's own decode call), route_row, the k experts in expert-id order (as
+ * moe.MoE._routed_one orders them), experts_step. ids / w (k each) receive the choice. */
+static int moe_step(const ggr_experts *s, const ggr_matrix *router, const ggr_routing *r, const float *x,
+                    float *out, int32_t *ids, float *w, int threads) {
+    const int64_t e = router->n, d = s->down.n;
+    if (e != s->n_expert || r->k < 1 || r->k > e) return -1;
+    float *buf = malloc(sizeof(float) * (size_t)(2 * e));
+    if (!buf) return -2;
+    int rc = gemv_multi(router, 1, x, 1, d, buf, ACT_NONE, threads);
+    if (!rc) rc = route_row(buf, e, r, buf + e, ids, w);
+    for (int a = 1; !rc && a < r->k; a++)        /* insertion sort by id, weights along */
+        for (int b = a; b > 0 && ids[b - 1] > ids[b]; b--) {
+            const int32_t ti = ids[b]; ids[b] = ids[b - 1]; ids[b - 1] = ti;
+            const float tw = w[b]; w[b] = w[b - 1]; w[b - 1] = tw;
+        }
+    free(buf);
+    return rc ? rc : experts_step(s, x, ids, w, r->k, out, threads);
+}
+
 /* m rows of m sequences (see block_attention). Returns 0, -1 on bad sizes (as gemv_multi /
  * attend_run), -2 without memory. */
 static int block_step(const ggr_block *b, float *x, int64_t m, const float *c, const float *s,

@@ -30,6 +30,10 @@
  *       dense FFN when the block has one, with the same kernels as the calls above.
  *   ggr_experts_step(experts, x, ids, weights, k, out, threads)
  *       The k routed experts of one token, weighted and summed (block_step.h).
+ *   ggr_route(logits, t, e, routing, ids, weights)
+ *       Softmax / sigmoid routing of t rows of router logits to k experts each (block_step.h).
+ *   ggr_moe_step(experts, router, routing, x, out, ids, weights, threads)
+ *       A sparse FFN's routed part for one token: router, routing, experts in one call.
  *   ggr_kernel_ns() -> nanoseconds spent in ggr_gemv*, ggr_attend, ggr_*_step and
  *       ggr_dequant so far (for profiles).
  *   ggr_dequant(type, src, n_blocks, dst, threads)
@@ -52,7 +56,7 @@
 #include <omp.h>
 #endif
 
-#define GGR_ABI 7
+#define GGR_ABI 8
 #define GGR_MAX_MATRICES 8
 
 enum { GGR_Q8K = 1 };      /* ggr_matrix.flags: round x to Q8_K and dot in integers where the type can */
@@ -489,6 +493,18 @@ int ggr_experts_step(const ggr_experts *s, const float *x, const int32_t *ids, c
                      int threads) {
     const int64_t t0 = now_ns();
     const int rc = experts_step(s, x, ids, wts, k, out, threads < 1 ? 1 : threads);
+    __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
+    return rc;
+}
+
+int ggr_route(const float *logits, int64_t t, int64_t e, const ggr_routing *r, int32_t *ids, float *w) {
+    return route_rows(logits, t, e, r, ids, w);
+}
+
+int ggr_moe_step(const ggr_experts *s, const ggr_matrix *router, const ggr_routing *r, const float *x, float *out,
+                 int32_t *ids, float *w, int threads) {
+    const int64_t t0 = now_ns();
+    const int rc = moe_step(s, router, r, x, out, ids, w, threads < 1 ? 1 : threads);
     __atomic_fetch_add(&kernel_ns, now_ns() - t0, __ATOMIC_RELAXED);
     return rc;
 }
