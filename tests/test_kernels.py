@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import quant
 from quant import QTensor, QuantError
-from quant.kernels import DECODE_MAX_ROWS, cpu, available_backends, kernel_for, native, qmatmul, registry, set_num_threads
+from quant.kernels import DECODE_MAX_ROWS, cpu, cpuload, available_backends, kernel_for, native, qmatmul, registry, set_num_threads
 from quant.kernels.reference import q8_0_round, q8k_round
 from quant.qlinear import QLinear, QLinearGroup
 from tests.test_formats import random_blocks
@@ -260,6 +260,7 @@ def test_env_forces_reference(monkeypatch):
 
 def test_thread_counts(monkeypatch):
     native_or_skip()
+    monkeypatch.setenv(cpuload.ENV, "0")          # exactly the count asked for
     w = make_weight(T.Q4_K, 37, 512)
     x = torch.randn(3, 512)
     torch_threads = torch.get_num_threads()
@@ -278,6 +279,34 @@ def test_thread_counts(monkeypatch):
         set_num_threads(None)
         torch.set_num_threads(torch_threads)
     assert registry.threads() == torch.get_num_threads()
+
+
+def test_threads_leave_the_cores_other_processes_use(monkeypatch):
+    """cpuload: others' CPU time (all busy time minus ours) over wall time = cores taken; the
+    kernels get the rest (at least 1, at most what was asked). Fed readings, not a real load."""
+    clock, busy, own = [100.0], [500.0], [10.0]
+    monkeypatch.setattr(cpuload, "_busy_seconds", lambda: busy[0])
+    monkeypatch.setattr(cpuload.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cpuload.time, "process_time", lambda: own[0])
+    monkeypatch.setattr(cpuload.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpuload, "_STATE", {})
+    monkeypatch.setattr(cpuload, "_CACHED", [0.0, None])
+    monkeypatch.delenv(cpuload.ENV, raising=False)
+
+    def after(seconds: float, others: float, ours: float) -> int:
+        clock[0] += seconds
+        busy[0] += (others + ours) * seconds
+        own[0] += ours * seconds
+        return cpuload.available_threads(2)
+
+    assert cpuload.available_threads(2) == 2                  # one reading: no estimate yet
+    assert after(0.5, others=0.0, ours=2.0) == 2              # our own spinning is not a load
+    assert after(0.5, others=1.0, ours=1.0) == 1              # a busy core: one thread
+    assert after(0.1, others=0.0, ours=1.0) == 1              # within INTERVAL: the last estimate
+    assert after(0.5, others=0.1, ours=1.0) == 2              # the core came back
+    assert cpuload.available_threads(1) == 1
+    monkeypatch.setenv(cpuload.ENV, "0")
+    assert after(0.5, others=2.0, ours=0.0) == 2              # turned off: the count asked for
 
 
 FALLBACK_SCRIPT = """

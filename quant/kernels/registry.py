@@ -38,6 +38,7 @@ from gguf import GGMLQuantizationType as T
 
 from ..errors import QuantError
 from ..qtensor import QTensor
+from .cpuload import available_threads
 
 KernelFn = Callable[[torch.Tensor, QTensor, torch.Tensor], None]
 BoundFn = Callable[[torch.Tensor, torch.Tensor], None]            # run(x, out) for one bound W
@@ -274,5 +275,7 @@ def set_threads(n: int | None) -> None:
 
 
 def threads() -> int:
-    """Threads the native kernels use: the set_num_threads value, else torch's current setting."""
-    return _THREADS[0] or torch.get_num_threads()
+    """Threads the native kernels use: the set_num_threads value, else torch's current setting,
+    less the cores other processes keep busy (cpuload.available_threads; the results do not
+    depend on the count)."""
+    return available_threads(_THREADS[0] or torch.get_num_threads())
