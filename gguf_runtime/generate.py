@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from quant.kernels.registry import prompt_rows
+from quant.kernels.registry import prompt_rows, torch_on_one_thread
 
 from .kv_cache import KVCache
 from .sampling import SamplingParams, make_generator, sample
@@ -61,8 +61,9 @@ def generate_tokens(model: Transformer, logits: torch.Tensor, history: list[int]
     """
     gen = make_generator(params.seed)
     for n in range(max_tokens):
-        token = sample(logits, history, params, gen)
-        logprob = float(torch.log_softmax(logits.float(), -1)[token])
+        with torch_on_one_thread():
+            token = sample(logits, history, params, gen)
+            logprob = float(torch.log_softmax(logits.float(), -1)[token])
         history.append(token)
         if token in stop_ids:
             yield Step(token, logprob, "eos")
@@ -71,4 +72,5 @@ def generate_tokens(model: Transformer, logits: torch.Tensor, history: list[int]
         yield Step(token, logprob, "length" if last else None)
         if last:
             return
-        logits = decode_one(model, token, cache)
+        with torch_on_one_thread():
+            logits = decode_one(model, token, cache)

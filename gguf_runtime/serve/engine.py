@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from quant.kernels import DECODE_MAX_ROWS
+from quant.kernels.registry import torch_on_one_thread
 
 from ..errors import ModelInputError
 from ..generate import prefill
@@ -289,6 +290,10 @@ class Engine:
             self._sampled(slot, logits)
 
     def _decode(self, slots: list[_Slot]) -> None:
+        with torch_on_one_thread():           # generate.generate_tokens' reason
+            self._decode_rows(slots)
+
+    def _decode_rows(self, slots: list[_Slot]) -> None:
         t0 = time.perf_counter()
         tokens = torch.tensor([s.job.next_token for s in slots])
         logits = self.model.transformer.forward_batch(tokens, [s.cache for s in slots])

@@ -274,6 +274,30 @@ def set_threads(n: int | None) -> None:
     _THREADS[0] = n
 
 
+@contextlib.contextmanager
+def torch_on_one_thread():
+    """Within: torch's own ops on one thread, the native kernels on the threads they had.
+
+    For a decode step's torch work (a 262k-way argmax, sampling, the residual adds): it is too
+    small to gain from a second thread, and torch's OpenMP threads spin at each op's barrier,
+    so with another process on one of 2 cores Gemma 3 decoded at 25 tok/s with them and 42 on
+    one (BENCHMARKS.md section 8). Always one thread there (not load-dependent), so a decode
+    step's numbers never depend on the machine's load. Not for prompts: their matmuls need the
+    threads, and BLAS may block differently for another count."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    kept = _THREADS[0]
+    _THREADS[0] = kept or n
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+        _THREADS[0] = kept
+
+
 def threads() -> int:
     """Threads the native kernels use: the set_num_threads value, else torch's current setting,
     less the cores other processes keep busy (cpuload.available_threads; the results do not
