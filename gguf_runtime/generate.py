@@ -47,9 +47,11 @@ def prefill(model: Transformer, ids: list[int], cache: KVCache, chunk: int = PRE
 
 def decode_one(model: Transformer, token: int, cache: KVCache) -> torch.Tensor:
     """Feed one generated token; returns the next-token logits (V,). Its rows take the decode
-    kernels of generated tokens (x rounded to Q8_K for Q4_K / Q6_K weights, as llama.cpp)."""
+    kernels of generated tokens (float32 x; x rounded as llama.cpp with q8k named), torch's own
+    ops on one thread (registry.torch_on_one_thread)."""
     cache.check_room(1)
-    return model.forward(torch.tensor([token], dtype=torch.long), cache)[0]
+    with torch_on_one_thread():
+        return model.forward(torch.tensor([token], dtype=torch.long), cache)[0]
 
 
 def generate_tokens(model: Transformer, logits: torch.Tensor, history: list[int], cache: KVCache,
@@ -72,5 +74,4 @@ def generate_tokens(model: Transformer, logits: torch.Tensor, history: list[int]
         yield Step(token, logprob, "length" if last else None)
         if last:
             return
-        with torch_on_one_thread():
-            logits = decode_one(model, token, cache)
+        logits = decode_one(model, token, cache)

@@ -86,13 +86,16 @@ def _worker_ours(path: str, threads: int, n_prompt: int, n_decode: int) -> Bench
     import torch
 
     from gguf_runtime.generate import decode_one
+    from quant.kernels.registry import torch_on_one_thread
 
     with torch.inference_mode():
         model, cache, logits, load_s, prefill_s = _ours_after_prefill(
             path, threads, n_prompt, n_prompt + n_decode + 8)
         t0 = time.perf_counter()
         for _ in range(n_decode):
-            logits = decode_one(model.transformer, int(logits.argmax()), cache)
+            with torch_on_one_thread():           # as generate_tokens samples
+                token = int(logits.argmax())
+            logits = decode_one(model.transformer, token, cache)
         decode_s = time.perf_counter() - t0
     from quant.kernels import describe_choices
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from quant.kernels import native
+from quant.kernels.registry import torch_on_one_thread
 
 from ..generate import decode_one
 from ..kv_cache import KVCache
@@ -50,7 +51,9 @@ class DecodeProfile:
 
 def _decode(model: Transformer, token: int, cache: KVCache, n: int) -> int:
     for _ in range(n):
-        token = int(decode_one(model, token, cache).argmax())
+        logits = decode_one(model, token, cache)
+        with torch_on_one_thread():               # as generate_tokens samples
+            token = int(logits.argmax())
     return token
 
 
