@@ -19,7 +19,8 @@ from .describe import runnable_problem
 from .errors import ModelInputError, UnsupportedError
 from .generate import PREFILL_CHUNK, Step, generate_tokens, prefill
 from .gguf_file import open_gguf
-from .kv_cache import KVCache, kv_dtype
+from .kv_cache import KVCache, cache_nbytes, kv_dtype
+from .memory import MemoryPlan, advise, parse_size, plan_memory
 from .registry import detect
 from .sampling import SamplingParams
 from .text_stream import TextStream
@@ -62,9 +63,11 @@ class Completion:
 class Model:
     """A loaded GGUF model. Create with `gguf_runtime.load`."""
 
-    def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, kv_type: str = "f32"):
+    def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, kv_type: str = "f32",
+                 memory_budget: str | int | None = None):
         t0 = time.perf_counter()
         kv_dtype(kv_type)                                     # a bad name fails before the load
+        budget = parse_size(memory_budget) if memory_budget is not None else None
         self.kv_type = kv_type
         if threads:
             torch.set_num_threads(threads)
@@ -87,6 +90,7 @@ class Model:
                          self.config.context_length)
         if self.n_ctx <= 0:
             raise ModelInputError(f"n_ctx must be positive, got {n_ctx}")
+        self.memory_plan = self._plan_memory(budget) if budget is not None else None
         self._cache: KVCache | None = None
         self._last_completion = Completion("")
         self._cached_ids: list[int] = []
@@ -111,10 +115,20 @@ class Model:
         return self._tok().decode(ids)
 
     # ------------------------------------------------------------------ forward
-    def _new_cache(self, n_ctx: int) -> KVCache:
+    def _cache_shape(self) -> tuple:
         c = self.config
-        heads = c.head_count_kv[:c.trunk_block_count]          # MTP blocks hold no cache
-        return KVCache(n_ctx, heads, c.key_length, c.value_length, self.kv_type)
+        return c.head_count_kv[:c.trunk_block_count], c.key_length, c.value_length   # MTP blocks hold no cache
+
+    def _new_cache(self, n_ctx: int) -> KVCache:
+        return KVCache(n_ctx, *self._cache_shape(), self.kv_type)
+
+    def _plan_memory(self, budget: int) -> MemoryPlan:
+        """The memory plan under `budget` (gguf_runtime.memory): refused when the resident part
+        does not fit; streaming experts' pages advised."""
+        plan = plan_memory(self.gguf, cache_nbytes(self.n_ctx, *self._cache_shape(), self.kv_type), budget)
+        plan.check(str(self.path))
+        advise(self.gguf, plan)
+        return plan
 
     @torch.inference_mode()
     def logits(self, ids: list[int]) -> torch.Tensor:
@@ -282,7 +296,8 @@ def _set_kernel_threads(threads: int) -> None:
     set_num_threads(threads)
 
 
-def load(path=None, n_ctx: int | None = None, threads: int | None = None, kv_type: str = "f32") -> Model:
+def load(path=None, n_ctx: int | None = None, threads: int | None = None, kv_type: str = "f32",
+         memory_budget: str | int | None = None) -> Model:
     """Load a GGUF model for generation.
 
     Args:
@@ -292,8 +307,11 @@ def load(path=None, n_ctx: int | None = None, threads: int | None = None, kv_typ
         threads: CPU threads for the kernels (default: torch's setting).
         kv_type: KV cache element type, "f32" (default) or "f16" (llama.cpp's default: half
             the cache memory and the decode-time cache reads; see kv_cache.py).
+        memory_budget: bytes or "1.5G" / "800M": plan the model's memory within it
+            (gguf_runtime.memory; `model.memory_plan`): refused with MemoryBudgetError when
+            what every token reads does not fit, streaming experts' pages advised.
     Returns:
         a Model. Raises GGUFError subclasses for files it cannot run, ModelInputError for a
         bad n_ctx or kv_type.
     """
-    return Model(path, n_ctx=n_ctx, threads=threads, kv_type=kv_type)
+    return Model(path, n_ctx=n_ctx, threads=threads, kv_type=kv_type, memory_budget=memory_budget)

@@ -57,6 +57,18 @@ def _float_in(lo: float, hi: float = math.inf, lo_open: bool = False):
     return parse
 
 
+def _size(text: str) -> int:
+    from .memory import MemoryBudgetError, parse_size
+    try:
+        return parse_size(text)
+    except MemoryBudgetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MEM_BUDGET_HELP = ("plan the model's memory within SIZE (e.g. 1.5G, 800M): refused if what every token "
+                   "reads does not fit; streaming experts' pages advised (gguf_runtime/memory.py)")
+
+
 def _add_load_flags(p: argparse.ArgumentParser) -> None:
     """MODEL and how to load it (run, chat, serve)."""
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
@@ -66,6 +78,7 @@ def _add_load_flags(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for the kernels (default: torch's, one per core)")
     p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
                    help="KV cache element type; f16 halves the cache, as llama.cpp's default")
+    p.add_argument("--mem-budget", type=_size, default=None, metavar="SIZE", help=MEM_BUDGET_HELP)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print the kernels chosen at load and timings after each answer")
 
@@ -120,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also the kernels this CPU would run and why (CPU flags, per row role)")
+    p.add_argument("--mem-budget", type=_size, default=None, metavar="SIZE",
+                   help="also the memory plan within SIZE: what stays resident, what streams (with -c N)")
+    p.add_argument("-c", "--ctx-size", type=_int_in(1, MAX_CTX_FLAG), default=None, metavar="N",
+                   help="context for the --mem-budget plan's KV cache (default: min(model's, 4096))")
 
     p = sub.add_parser("bench", help="benchmark against llama.cpp on the same file")
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
@@ -168,9 +185,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.verbose:
         from quant.kernels import describe_choices
         info["kernels"] = describe_choices()
+    if args.mem_budget is not None:
+        from .api import load
+        plan = load(gf.path, n_ctx=args.ctx_size, memory_budget=args.mem_budget).memory_plan
+        info["memory_plan"] = plan.lines()
     text = format_description(info)
     print(json.dumps(info, indent=2) if args.json else
-          text + (f"\nkernels: {info['kernels']}" if args.verbose else ""))
+          text + (f"\nkernels: {info['kernels']}" if args.verbose else "")
+          + ("\n" + "\n".join(info["memory_plan"]) if "memory_plan" in info else ""))
     return 0
 
 
@@ -180,7 +202,8 @@ def _load(args: argparse.Namespace):
     t0 = time.perf_counter()
     if sys.stderr.isatty():
         print("loading model...", end="\r", file=sys.stderr, flush=True)
-    model = load(args.model, n_ctx=args.ctx_size, threads=args.threads, kv_type=args.kv_type)
+    model = load(args.model, n_ctx=args.ctx_size, threads=args.threads, kv_type=args.kv_type,
+                 memory_budget=args.mem_budget)
     if sys.stderr.isatty():
         print(" " * 20, end="\r", file=sys.stderr, flush=True)
     if args.ctx_size is not None and args.ctx_size > model.config.context_length:

@@ -200,6 +200,7 @@ class GGUFFile:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._maps: list[mmap.mmap] = []
+        self._map_of: dict[str, int] = {}       # tensor name -> index of its file's map
         self.metadata: dict[str, Any] = {}
         self.metadata_types: dict[str, tuple[int, int | None]] = {}
         self.tensors: dict[str, TensorInfo] = {}
@@ -207,6 +208,17 @@ class GGUFFile:
         self._parse(self.path, first=True)
         for part in self._split_paths():
             self._parse(part, first=False)
+
+    def advise(self, name: str, advice: int) -> int:
+        """madvise(advice) on the pages holding tensor `name` (mmap.MADV_*); 1 if done, 0 where
+        the platform or the kernel refuses (advice only: nothing depends on it)."""
+        info, mm = self.tensors[name], self._maps[self._map_of[name]]
+        start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        try:
+            mm.madvise(advice, start, info.offset + info.nbytes - start)
+        except (AttributeError, OSError, ValueError):
+            return 0
+        return 1
 
     # ---------------------------------------------------------------- parsing
     def _parse(self, path: Path, first: bool) -> None:
@@ -240,6 +252,7 @@ class GGUFFile:
                                       f"runs past the end of the file ({cur.end} bytes): truncated?")
             self.tensors[name] = TensorInfo(name, qtype, shape, start, nbytes,
                                             whole[start:start + nbytes])
+            self._map_of[name] = len(self._maps) - 1
 
     def _header(self, cur: _Cursor, first: bool) -> None:
         cur.need(4, "magic")

@@ -53,11 +53,17 @@ def available_memory() -> int | None:
     return avail
 
 
+def cache_nbytes(n_ctx: int, n_kv_heads: tuple[int, ...], key_length: int, value_length: int,
+                 kv_type: str = "f32") -> int:
+    """Bytes of a KVCache of these dimensions."""
+    return n_ctx * sum(n_kv_heads) * (key_length + value_length) * torch.tensor([], dtype=kv_dtype(kv_type)).element_size()
+
+
 class KVCache:
     def __init__(self, n_ctx: int, n_kv_heads: tuple[int, ...], key_length: int,
                  value_length: int, kv_type: str = "f32"):
         dtype = kv_dtype(kv_type)
-        nbytes = n_ctx * sum(n_kv_heads) * (key_length + value_length) * torch.tensor([], dtype=dtype).element_size()
+        nbytes = cache_nbytes(n_ctx, n_kv_heads, key_length, value_length, kv_type)
         free = available_memory()
         if free is not None and nbytes > free:
             raise ModelInputError(f"a KV cache of {n_ctx} tokens needs {nbytes / 2**30:.1f} GiB, more "
