@@ -65,7 +65,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-MEM_BUDGET_HELP = ("plan the model's memory within SIZE (e.g. 1.5G, 800M): refused if what every token "
+MEM_BUDGET_HELP = ("plan the model's memory within SIZE (e.g. 1.5G, 800M, auto): refused if what every token "
                    "reads does not fit; streaming experts' pages advised (gguf_runtime/memory.py)")
 
 

@@ -27,29 +27,13 @@ def kv_dtype(kv_type: str) -> torch.dtype:
 
 
 def available_memory() -> int | None:
-    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit (v1 or
-    v2) less its usage; None where unknown."""
-    def read_int(path: str) -> int | None:
-        try:
-            text = open(path).read().strip()
-        except OSError:
-            return None
-        return int(text) if text.isdigit() else None
-
-    avail = None
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = read_int(limit_path), read_int(usage_path)
-        if limit is not None and limit < 1 << 60:
-            left = limit - (usage or 0)
-            avail = left if avail is None else min(avail, left)
+    """Bytes this process may still allocate: MemAvailable, capped by its cgroup's limit less
+    what the process holds; None where unknown."""
+    from .memory import cgroup_limit, meminfo, process_rss
+    avail, limit = meminfo("MemAvailable"), cgroup_limit()
+    if limit is not None:
+        left = limit - process_rss()
+        avail = left if avail is None else min(avail, left)
     return avail
 
 

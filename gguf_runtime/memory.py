@@ -15,7 +15,9 @@ map are advised MADV_RANDOM (no readahead: a fault reads the expert's pages, not
 file that evicts the dense weights the next token needs) and the resident ranges MADV_WILLNEED.
 An expert cache of its own and read-ahead of the next layer's experts are not built yet.
 
-Sizes: "800M", "1.5G", "2GiB", "1200MB" (binary units: K = 1024) or a number of bytes.
+Sizes: "800M", "1.5G", "2GiB", "1200MB" (binary units: K = 1024), a number of bytes, or "auto":
+MemTotal capped by the process's cgroup limit. Without a budget nothing is planned or refused
+(a model larger than memory then runs as the kernel pages its memory map).
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ class MemoryBudgetError(ModelInputError):
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes of "800M" / "1.5G" / "2GiB" / "123456" (binary units); MemoryBudgetError otherwise."""
+    """Bytes of "800M" / "1.5G" / "2GiB" / "123456" (binary units), or of "auto": what the machine
+    can give (machine_memory); MemoryBudgetError otherwise."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        value = machine_memory()
+        if value is None:
+            raise MemoryBudgetError("memory budget 'auto': this machine's memory is unknown; give a size")
+        return value
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
@@ -84,17 +92,21 @@ def cgroup_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cg
     return min(limits) if limits else None
 
 
-def machine_memory() -> int | None:
-    """What this machine can give a process: MemTotal, capped by its cgroup's limit."""
-    total = None
+def meminfo(key: str) -> int | None:
+    """Bytes of a /proc/meminfo line ("MemTotal", "MemAvailable"), None where unknown."""
     try:
         for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal:"):
-                total = int(line.split()[1]) * 1024
-    except OSError:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
-    limit = cgroup_limit()
-    return min(v for v in (total, limit) if v is not None) if (total or limit) else None
+    return None
+
+
+def machine_memory() -> int | None:
+    """What this machine can give a process: MemTotal, capped by its cgroup's limit."""
+    known = [v for v in (meminfo("MemTotal"), cgroup_limit()) if v is not None]
+    return min(known) if known else None
 
 
 def process_rss() -> int:

@@ -30,6 +30,15 @@ def test_sizes(text, value):
     assert parse_size(text) == value
 
 
+def test_auto_is_the_machines_memory_capped_by_the_cgroup(monkeypatch):
+    monkeypatch.setattr(memory, "cgroup_limit", lambda: 3 << 30)
+    assert parse_size("auto") == min(3 << 30, memory.meminfo("MemTotal") or 3 << 30)
+    monkeypatch.setattr(memory, "cgroup_limit", lambda: None)
+    monkeypatch.setattr(memory, "meminfo", lambda key: None)
+    with pytest.raises(MemoryBudgetError, match="unknown"):
+        parse_size("auto")
+
+
 @pytest.mark.parametrize("text", ["1.5X", "", "G", "-1G", "0", "1.5 GB extra", True])
 def test_bad_sizes_are_one_line_errors(text):
     with pytest.raises(MemoryBudgetError, match=r"memory budget"):
