@@ -87,10 +87,13 @@ def test_a_budget_is_planned_at_load_and_changes_no_number(tiny_moe, monkeypatch
     monkeypatch.setattr(memory, "process_rss", lambda: 100 << 20)     # the process's share, fixed
     free = gguf_runtime.load(tiny_moe, n_ctx=32)
     probe = gguf_runtime.load(tiny_moe, n_ctx=32, memory_budget="64G").memory_plan
-    # between the resident minimum and everything: experts stream, their pages are advised
-    tight = probe.resident + probe.experts // 2
+    # a quarter of the experts fit: most stream, their pages are advised; with three quarters
+    # cached readahead stays on (no advice)
+    tight = probe.resident + probe.experts // 4
     model = gguf_runtime.load(tiny_moe, n_ctx=32, memory_budget=tight)
-    assert model.memory_plan.streamed > 0 and advise(model.gguf, model.memory_plan) > 0
+    assert model.memory_plan.streamed > model.memory_plan.expert_cache and advise(model.gguf, model.memory_plan) > 0
+    roomy = gguf_runtime.load(tiny_moe, n_ctx=32, memory_budget=probe.resident + probe.experts * 3 // 4).memory_plan
+    assert 0 < roomy.streamed < roomy.expert_cache and advise(model.gguf, roomy) == 0
     assert torch.equal(model.logits(IDS), free.logits(IDS))
     assert any("stream from disk" in line for line in model.memory_plan.lines())
 
