@@ -1,14 +1,9 @@
-"""The native kernels: csrc/ggr.c built on first use with the system C compiler, called via ctypes.
+"""The native kernels: csrc/ggr.c, built on first use (quant/kernels/build.py: the system C
+compiler, -march=native, cached by source, flags and CPU), loaded and called via ctypes.
 
-Build: `cc -O3 -march=native -fopenmp -shared -fPIC -ffp-contract=off -std=gnu11` (about 2 s,
-no torch headers) into $GGUF_RUNTIME_CACHE or ~/.cache/gguf-runtime/, the file name keyed by a
-hash of the source, the compiler, the flags and the CPU, so a shared home directory never loads
-a library built for another machine. A compiler that refuses -fopenmp (Apple's clang) or
--march=native gets the flags without them (FALLBACK_DROPS, in order), with one warning: the
-kernels then run on one thread, or without the AVX2 rows, instead of not at all.
 -ffp-contract=off keeps the dequantizers bit-exact with gguf-py (no fused multiply-adds where
-the reference rounds twice); the dot products use explicit FMAs. The library binds to the OpenMP runtime torch already loaded (same soname),
-so both share one thread pool.
+the reference rounds twice); the dot products use explicit FMAs. The library binds to the
+OpenMP runtime torch already loaded (same soname), so both share one thread pool.
 
 Any failure (no compiler, a compile error, a load error, a size mismatch) disables the native
 backend with one warning and leaves the reference kernels in charge; loading never raises.
@@ -22,9 +17,9 @@ Kernels registered here:
                           ggr_gemv_multi: one call, one OpenMP region (`bind_group`).
     decode, backend "q8k" (opt-in, priority above "native", for generated tokens only, never a
                           prompt's rows, see registry.prompt_rows): the same calls with x rounded
-                          to Q8_K where an integer row kernel exists (Q4_K, Q6_K where the library
-                          was built with AVX2; see csrc/q8k_avx2.h), as llama.cpp's CPU backend
-                          does; other types as "native". GGUF_RUNTIME_KERNELS=q8k,native,block,
+                          to Q8_K / Q8_0 where an integer row kernel exists (every legacy, K-quant
+                          and IQ4 format where the library was built with AVX2; csrc/q8k_avx2.h,
+                          q80_avx2.h), as llama.cpp's CPU backend does; other types as "native". GGUF_RUNTIME_KERNELS=q8k,native,block,
                           reference turns it on.
     prefill (many rows):  ggr_dequant into a reused float32 tile buffer, then one torch matmul
                           per tile (one pass, 3-40x faster than the multi-pass torch dequantizers).
@@ -33,15 +28,9 @@ Kernels registered here:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
-from pathlib import Path
 
 import torch
 from gguf import GGMLQuantizationType as T
@@ -49,24 +38,11 @@ from gguf import GGMLQuantizationType as T
 from ..errors import QuantError
 from ..formats import get_format
 from ..qtensor import QTensor
+from .build import (ASAN_FLAGS, CFLAGS, ENV_ASAN, ENV_CACHE, ENV_MARCH, FALLBACK_DROPS, SOURCE,  # noqa: F401
+                    SOURCE_DIR, _build, _compiler, cache_dir, cflags, library_path)
 from .registry import register, register_backend, register_group, threads
 
-SOURCE_DIR = Path(__file__).with_name("csrc")
-SOURCE = SOURCE_DIR / "ggr.c"                 # includes the headers beside it
-CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-std=gnu11")
-# flag sets tried after CFLAGS fails: (flags dropped, what the warning says is lost)
-FALLBACK_DROPS = ((("-fopenmp",), "OpenMP: the kernels run on one thread"),
-                  (("-fopenmp", "-march=native"), "OpenMP and -march=native: one thread, no AVX2 rows"))
 ABI_VERSION = 8
-ENV_CACHE = "GGUF_RUNTIME_CACHE"
-# -march for the build instead of "native" (e.g. x86-64-v3: AVX2 without AVX-512; x86-64-v2:
-# no AVX2, so no q8k rows): runs the suite as a CPU of that kind would (with torch's
-# ATEN_CPU_CAPABILITY=avx2 / default for torch's own kernels).
-ENV_MARCH = "GGUF_RUNTIME_MARCH"
-# GGUF_RUNTIME_ASAN=1: build with AddressSanitizer (the process must preload libasan, as
-# tests/test_fuzz.py's ASan job does): an out-of-bounds access in a kernel aborts with a report.
-ENV_ASAN = "GGUF_RUNTIME_ASAN"
-ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 
 DEQUANT_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
                  T.IQ4_NL, T.IQ4_XS, T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS,
@@ -76,87 +52,6 @@ DEQUANT_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K,
 DECODE_TYPES = (*DEQUANT_TYPES, T.F32, T.F16, T.BF16)
 # float32 weights per prefill tile (4 MiB): measured best of 256 KiB .. 16 MiB for 16 and 512 x rows
 PREFILL_TILE_WEIGHTS = 1 << 20
-
-
-def cache_dir() -> Path:
-    """$GGUF_RUNTIME_CACHE, else ~/.cache/gguf-runtime, else (unwritable home) a per-user temp dir."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE])
-    home = Path.home() / ".cache" / "gguf-runtime"
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        if os.access(home, os.W_OK):
-            return home
-    except OSError:
-        pass
-    return Path(tempfile.gettempdir()) / f"gguf-runtime-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-
-
-def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "cc"))
-
-
-def _cpu_identity() -> str:
-    """What -march=native depends on: the CPU model and feature flags (first CPU)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    keep = ("model name", "flags", "Features", "CPU part")
-    return "\n".join(dict.fromkeys(l for l in lines if l.split(":")[0].strip() in keep))
-
-
-def cflags() -> tuple[str, ...]:
-    """CFLAGS with $GGUF_RUNTIME_MARCH as the -march value when set (letters, digits, - _ .),
-    and AddressSanitizer's flags with GGUF_RUNTIME_ASAN=1."""
-    march = os.environ.get(ENV_MARCH, "").strip()
-    flags = CFLAGS + (ASAN_FLAGS if os.environ.get(ENV_ASAN) == "1" else ())
-    if not march or march == "native":
-        return flags
-    if not all(c.isalnum() or c in "-_." for c in march):
-        raise RuntimeError(f"{ENV_MARCH}={march!r} is not a -march value")
-    return tuple(f"-march={march}" if f == "-march=native" else f for f in flags)
-
-
-def library_path(cc: str) -> Path:
-    """Cache file for this source, compiler, flags and machine."""
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256()
-    sources = [f.read_bytes() for f in sorted(SOURCE_DIR.glob("*.[ch]"))]
-    for part in (*sources, cc.encode(), version.encode(), " ".join(cflags()).encode(),
-                 platform.machine().encode(), platform.system().encode(), _cpu_identity().encode()):
-        key.update(part + b"\0")
-    return cache_dir() / f"ggr_native-{key.hexdigest()[:16]}.so"
-
-
-def _build(cc: str, target: Path) -> None:
-    """Compile to a temporary file beside `target`, then rename (atomic for concurrent builders):
-    with CFLAGS, else with the first FALLBACK_DROPS set the compiler accepts (one warning)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        flags0 = cflags()
-        attempts = [(flags0, None)] + [(tuple(f for f in flags0 if f not in drop and not
-                                              (f.startswith("-march=") and "-march=native" in drop)), lost)
-                                       for drop, lost in FALLBACK_DROPS]
-        for flags, lost in attempts:
-            proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
-            if proc.returncode == 0:
-                break
-            if lost is None:
-                first_error = proc.stderr.strip()[-800:]
-        else:
-            raise RuntimeError(f"{cc} failed: {first_error}")
-        if lost is not None:
-            warnings.warn(f"gguf-runtime native kernels built without {lost} ({cc} refused the full "
-                          f"flags: {first_error.splitlines()[-1] if first_error else 'no message'})",
-                          RuntimeWarning, stacklevel=4)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class GGRMatrix(ctypes.Structure):
