@@ -285,10 +285,10 @@ def test_threads_leave_the_cores_other_processes_use(monkeypatch):
     """cpuload: others' CPU time (all busy time minus ours) over wall time = cores taken; the
     kernels get the rest (at least 1, at most what was asked). Fed readings, not a real load."""
     clock, busy, own = [100.0], [500.0], [10.0]
-    monkeypatch.setattr(cpuload, "_busy_seconds", lambda: busy[0])
+    monkeypatch.setattr(cpuload, "_busy_seconds", lambda cpus: busy[0])
     monkeypatch.setattr(cpuload.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(cpuload.time, "process_time", lambda: own[0])
-    monkeypatch.setattr(cpuload.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpuload, "_cpus", lambda: {0, 1})
     monkeypatch.setattr(cpuload, "_STATE", {})
     monkeypatch.setattr(cpuload, "_CACHED", [0.0, None])
     monkeypatch.delenv(cpuload.ENV, raising=False)
@@ -307,6 +307,18 @@ def test_threads_leave_the_cores_other_processes_use(monkeypatch):
     assert cpuload.available_threads(1) == 1
     monkeypatch.setenv(cpuload.ENV, "0")
     assert after(0.5, others=2.0, ours=0.0) == 2              # turned off: the count asked for
+
+
+def test_busy_time_counts_only_the_cpus_we_may_run_on(tmp_path):
+    stat = tmp_path / "stat"
+    hz = os.sysconf("SC_CLK_TCK")
+    stat.write_text("cpu  900 0 300 5000 0 0 0 0 0 0\n"
+                    "cpu0 100 0 100 2500 7 1 1 1 0 0\n"       # busy 203 ticks (idle and iowait not)
+                    "cpu1 800 0 200 2500 0 0 0 0 0 0\n"
+                    "intr 12345\n")
+    assert cpuload._busy_seconds({0}, str(stat)) == pytest.approx(203 / hz)
+    assert cpuload._busy_seconds({0, 1}, str(stat)) == pytest.approx(1203 / hz)
+    assert cpuload._busy_seconds({0}, str(tmp_path / "missing")) is None
 
 
 FALLBACK_SCRIPT = """
