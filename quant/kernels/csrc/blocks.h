@@ -228,11 +228,12 @@ INLINE void deq_iq4_nl(const uint8_t *restrict p, float *restrict w) {
  *                                                   w = (d * (sc - 32)) * IQ4_VALUES[q] */
 typedef struct { uint8_t d[2], scales_h[2], scales_l[4], qs[128]; } blk_iq4_xs;
 _Static_assert(sizeof(blk_iq4_xs) == 136, "IQ4_XS block");
-INLINE float iq4_xs_scale(const blk_iq4_xs *b, float d, int s) {
+INLINE int iq4_xs_iscale(const blk_iq4_xs *b, int s) {      /* sc - 32 of sub-block s */
     const int high = ((b->scales_h[0] | (b->scales_h[1] << 8)) >> (2 * s)) & 3;
     const int low = (b->scales_l[s / 2] >> (4 * (s % 2))) & 0x0F;
-    return d * (float)((low | (high << 4)) - 32);
+    return (low | (high << 4)) - 32;
 }
+INLINE float iq4_xs_scale(const blk_iq4_xs *b, float d, int s) { return d * (float)iq4_xs_iscale(b, s); }
 INLINE void deq_iq4_xs(const uint8_t *restrict p, float *restrict w) {
     const blk_iq4_xs *b = (const blk_iq4_xs *)p;
     const float d = ld_f16(b->d);

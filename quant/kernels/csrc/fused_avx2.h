@@ -212,17 +212,21 @@ INLINE void row_q2_k(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
         }
     }
 }
+/* Q3_K's 16 six-bit scales minus their bias of 32, as int8 (layout in blocks.h): 4 per u32,
+ * low nibbles from bytes 0-7, high crumbs from bytes 8-11 */
+INLINE __m128i q3k_scales(const uint8_t *scales) {
+    const uint32_t s0 = ld_u32(scales), s1 = ld_u32(scales + 4), hc = ld_u32(scales + 8);
+    const uint32_t m4 = 0x0F0F0F0F, m2 = 0x03030303;
+    return _mm_sub_epi8(_mm_set_epi32((int)(((s1 >> 4) & m4) | (((hc >> 6) & m2) << 4)),
+                                      (int)(((s0 >> 4) & m4) | (((hc >> 4) & m2) << 4)),
+                                      (int)((s1 & m4) | (((hc >> 2) & m2) << 4)),
+                                      (int)((s0 & m4) | ((hc & m2) << 4))),
+                        _mm_set1_epi8(32));
+}
 INLINE void row_q3_k(accs *A, const xrows *X, int64_t pos, const uint8_t *p) {
     const blk_q3_k *b = (const blk_q3_k *)p;
     const float d = ld_f16(b->d);
-    /* the 16 six-bit scales, 4 per u32: low nibbles from bytes 0-7, high crumbs from bytes 8-11 */
-    const uint32_t s0 = ld_u32(b->scales), s1 = ld_u32(b->scales + 4), hc = ld_u32(b->scales + 8);
-    const uint32_t m4 = 0x0F0F0F0F, m2 = 0x03030303;
-    const __m128i sc = _mm_sub_epi8(_mm_set_epi32((int)(((s1 >> 4) & m4) | (((hc >> 6) & m2) << 4)),
-                                                  (int)(((s0 >> 4) & m4) | (((hc >> 4) & m2) << 4)),
-                                                  (int)((s1 & m4) | (((hc >> 2) & m2) << 4)),
-                                                  (int)((s0 & m4) | ((hc & m2) << 4))),
-                                    _mm_set1_epi8(32));
+    const __m128i sc = q3k_scales(b->scales);
     float dl[16] ALIGNED;
     _mm256_store_ps(dl, bytes8_i(sc, d));
     _mm256_store_ps(dl + 8, bytes8_i(_mm_srli_si128(sc, 8), d));

@@ -112,13 +112,19 @@ INLINE __m256i q4k_scales_mins(const uint8_t *s) {
 /* int16 lane `j` of an 8-lane int16 vector broadcast to 16 int16 lanes (a byte shuffle per half) */
 #define I16_LANE(v, j) _mm256_shuffle_epi8((v), _mm256_set1_epi16((short)(((2 * (j) + 1) << 8) | (2 * (j)))))
 
-/* one W row of nb Q4_K blocks . one x row of nb Q8_K blocks */
-INLINE float dot_q4_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
+/* one W row of nb Q4_K (`qh` 0) or Q5_K (`qh` 1: the 5th bit of each code from qh, as 16;
+ * maddubs pairs <= 2 * 31 * 127) blocks . one x row of nb Q8_K blocks. The two layouts share
+ * d, dmin and scales; Q5_K has qh (32 B) before qs. `qh` is a compile-time constant. */
+INLINE float dot_q45_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb, int qh) {
     const __m256i low4 = mask8(0x0F);
+    const int64_t ts = qh ? (int64_t)sizeof(blk_q5_k) : (int64_t)sizeof(blk_q4_k);
     __m256 acc = _mm256_setzero_ps();
     __m128 acc_m = _mm_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const blk_q4_k *b = (const blk_q4_k *)(row + i * sizeof(blk_q4_k));
+        const uint8_t *p = row + i * ts;                  /* d, dmin, scales: at the same offsets */
+        const blk_q4_k *b = (const blk_q4_k *)p;
+        const uint8_t *qs = qh ? ((const blk_q5_k *)p)->qs : b->qs;
+        const __m256i high = qh ? load32(((const blk_q5_k *)p)->qh) : _mm256_setzero_si256();
         const __m256i sm = q4k_scales_mins(b->scales);
         /* mins: m_s * (sum of qs over sub-block s) = m_s * (bsums[2s] + bsums[2s+1]) */
         const __m256i bs = load32(y[i].bsums);
@@ -129,17 +135,27 @@ INLINE float dot_q4_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
         const __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
         __m256i sumi = _mm256_setzero_si256();
         for (int g = 0; g < 4; g++) {                     /* sub-blocks 2g (low nibbles), 2g+1 (high) */
-            const __m256i q = load32(b->qs + 32 * g);
-            const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(q, low4), load32(y[i].qs + 64 * g));
-            const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                                                    load32(y[i].qs + 64 * g + 32));
-            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g), lo);
-            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g + 1), hi);
+            const __m256i q = load32(qs + 32 * g);
+            __m256i c0 = _mm256_and_si256(q, low4), c1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            if (qh) {
+                c0 = _mm256_or_si256(c0, _mm256_slli_epi16(bits_at(high, 2 * g, 1), 4));
+                c1 = _mm256_or_si256(c1, _mm256_slli_epi16(bits_at(high, 2 * g + 1, 1), 4));
+            }
+            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g), _mm256_maddubs_epi16(c0, load32(y[i].qs + 64 * g)));
+            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g + 1), _mm256_maddubs_epi16(c1, load32(y[i].qs + 64 * g + 32)));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
     }
     acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
     return hsum256(acc) - _mm_cvtss_f32(_mm_add_ss(acc_m, _mm_movehdup_ps(acc_m)));
+}
+INLINE float dot_q4_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) { return dot_q45_k_q8k(row, y, nb, 0); }
+INLINE float dot_q5_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) { return dot_q45_k_q8k(row, y, nb, 1); }
+
+/* int16 lanes 0-7 = sc8[g], lanes 8-15 = sc8[g + 1] (int8 scales widened) */
+INLINE __m256i pair_scales(__m128i sc8, int g) {
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(0x0101010101010101LL * (g + 1),
+                                                                     0x0101010101010101LL * g)));
 }
 
 /* one W row of nb Q6_K blocks . one x row of nb Q8_K blocks */
@@ -158,47 +174,13 @@ INLINE float dot_q6_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
             for (int u = 0; u < 4; u++) {                 /* weights 128h + 32u ..: scales 8h+2u, 8h+2u+1 */
                 const int g = 8 * h + 2 * u;
                 const __m256i p = _mm256_maddubs_epi16(q[u], load32(y[i].qs + 128 * h + 32 * u));
-                /* int16 lanes 0-7 (weights 0-15): scale g, lanes 8-15: scale g + 1 */
-                const __m256i s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(0x0101010101010101LL * (g + 1),
-                                                                                            0x0101010101010101LL * g)));
-                sumi = madd_acc(sumi, s, p);
+                sumi = madd_acc(sumi, pair_scales(sc8, g), p);   /* weights 0-15: scale g, 16-31: g + 1 */
             }
         }
         sumi = _mm256_sub_epi32(sumi, offs);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
     }
     return hsum256(acc);
-}
-
-/* one W row of nb Q5_K blocks . one x row of nb Q8_K blocks: Q4_K's sums with 5-bit codes
- * (the qh bit as 16; maddubs pairs <= 2 * 31 * 127) */
-INLINE float dot_q5_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
-    const __m256i low4 = mask8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const blk_q5_k *b = (const blk_q5_k *)(row + i * sizeof(blk_q5_k));
-        const __m256i sm = q4k_scales_mins(b->scales);
-        const __m256i bs = load32(y[i].bsums);
-        const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        const __m128i mins = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), bs32);
-        const float dx = y[i].d;
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dx * ld_f16(b->dmin)), _mm_cvtepi32_ps(mins), acc_m);
-        const __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
-        const __m256i qh = load32(b->qh);
-        __m256i sumi = _mm256_setzero_si256();
-        for (int g = 0; g < 4; g++) {                     /* sub-blocks 2g (low nibbles), 2g+1 (high) */
-            const __m256i q = load32(b->qs + 32 * g);
-            const __m256i c0 = _mm256_or_si256(_mm256_and_si256(q, low4), _mm256_slli_epi16(bits_at(qh, 2 * g, 1), 4));
-            const __m256i c1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                                               _mm256_slli_epi16(bits_at(qh, 2 * g + 1, 1), 4));
-            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g), _mm256_maddubs_epi16(c0, load32(y[i].qs + 64 * g)));
-            sumi = madd_acc(sumi, I16_LANE(sc, 2 * g + 1), _mm256_maddubs_epi16(c1, load32(y[i].qs + 64 * g + 32)));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    return hsum256(acc) - _mm_cvtss_f32(_mm_add_ss(acc_m, _mm_movehdup_ps(acc_m)));
 }
 
 /* one W row of nb IQ4_XS blocks . one x row of nb Q8_K blocks: per 32 weights the int8 values
@@ -208,10 +190,9 @@ INLINE float dot_iq4_xs_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const blk_iq4_xs *b = (const blk_iq4_xs *)(row + i * sizeof(blk_iq4_xs));
-        const int sh = b->scales_h[0] | (b->scales_h[1] << 8);
         __m256i sumi = _mm256_setzero_si256();
         for (int s = 0; s < 8; s++) {
-            const int ls = (((b->scales_l[s / 2] >> (4 * (s % 2))) & 0x0F) | (((sh >> (2 * s)) & 3) << 4)) - 32;
+            const int ls = iq4_xs_iscale(b, s);
             const __m256i v = iq4_codes(b->qs + 16 * s), x = load32(y[i].qs + 32 * s);
             const __m256i dot = dot_u8s8(_mm256_sign_epi8(v, v), _mm256_sign_epi8(x, v));
             sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(dot, _mm256_set1_epi32(ls)));
@@ -219,12 +200,6 @@ INLINE float dot_iq4_xs_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * ld_f16(b->d)), _mm256_cvtepi32_ps(sumi), acc);
     }
     return hsum256(acc);
-}
-
-/* int16 lanes 0-7 = sc8[g], lanes 8-15 = sc8[g + 1] (int8 scales widened) */
-INLINE __m256i pair_scales(__m128i sc8, int g) {
-    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(0x0101010101010101LL * (g + 1),
-                                                                     0x0101010101010101LL * g)));
 }
 
 /* one W row of nb Q2_K blocks . one x row of nb Q8_K blocks (16-weight groups g):
@@ -258,13 +233,7 @@ INLINE float dot_q3_k_q8k(const uint8_t *row, const blk_q8k *y, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const blk_q3_k *b = (const blk_q3_k *)(row + i * sizeof(blk_q3_k));
-        const uint32_t s0 = ld_u32(b->scales), s1 = ld_u32(b->scales + 4), hc = ld_u32(b->scales + 8);
-        const uint32_t m4 = 0x0F0F0F0F, m2 = 0x03030303;   /* scale layout: blocks.h, as fused_avx2's row_q3_k */
-        const __m128i sc = _mm_sub_epi8(_mm_set_epi32((int)(((s1 >> 4) & m4) | (((hc >> 6) & m2) << 4)),
-                                                      (int)(((s0 >> 4) & m4) | (((hc >> 4) & m2) << 4)),
-                                                      (int)((s1 & m4) | (((hc >> 2) & m2) << 4)),
-                                                      (int)((s0 & m4) | ((hc & m2) << 4))),
-                                        _mm_set1_epi8(32));
+        const __m128i sc = q3k_scales(b->scales);
         const __m256i offs = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load32(y[i].bsums)), 2);
         const __m256i hmask = load32(b->hmask);
         __m256i sumi = _mm256_setzero_si256();
