@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .errors import ModelInputError
+from .memory import cgroup_limit, meminfo, process_rss
 
 
 KV_TYPES = {"f16": torch.float16, "f32": torch.float32}
@@ -29,7 +30,6 @@ def kv_dtype(kv_type: str) -> torch.dtype:
 def available_memory() -> int | None:
     """Bytes this process may still allocate: MemAvailable, capped by its cgroup's limit less
     what the process holds; None where unknown."""
-    from .memory import cgroup_limit, meminfo, process_rss
     avail, limit = meminfo("MemAvailable"), cgroup_limit()
     if limit is not None:
         left = limit - process_rss()
